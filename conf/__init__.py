@@ -1,0 +1,1 @@
+"""Hydra configs of lnl_lightning, shipped in the package as ``lnl_lightning.conf``."""

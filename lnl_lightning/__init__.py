@@ -1,0 +1,1 @@
+"""Learning Not to Learn with PyTorch Lightning and Hydra."""

@@ -1,0 +1,298 @@
+"""Colored MNIST with the sigma^2 protocol of Learning Not to Learn (Kim et al., CVPR 2019).
+
+Protocol:
+
+- Ten mean colours, one per digit class (:data:`PAPER_PALETTE`, in [0, 255]).
+- Train: every image gets one colour drawn from N(mean colour of its digit, sigma^2 I)
+  in [0, 1] units, clipped to [0, 1]. The strokes are coloured (pixel = intensity x
+  colour) and the background stays black. ``color_var`` is sigma^2; the paper's grid
+  is 0.020 ... 0.050 (smaller sigma^2 = stronger bias).
+- Validation: a held-out part of the training set, coloured like training (biased).
+  Model selection uses only this split.
+- Test: the 10k MNIST test images; each gets a colour class drawn uniformly at random,
+  independent of the digit, then the same noise. Accuracy on it is unbiased accuracy.
+
+The colours are generated once, deterministically from ``seed``, into in-memory uint8
+tensors. ``bias_target`` is the official per-pixel colour map (14x14, 8 bins per
+channel, background ignored) and ``bias_group`` the colour class of the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lnl_lightning.data.contract import (
+    BIAS_GROUP,
+    BIAS_TARGET,
+    IMAGE,
+    LABEL,
+    BiasSpec,
+    color_bin_target,
+)
+from lnl_lightning.errors import ConfigError, DataNotFoundError
+
+log = logging.getLogger(__name__)
+
+PAPER_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (225, 225, 0),
+    (225, 0, 225),
+    (0, 255, 255),
+    (255, 128, 0),
+    (255, 0, 128),
+    (128, 0, 255),
+    (128, 128, 128),
+)
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+NUM_DIGITS = 10
+
+
+def colorize(
+    digits: torch.Tensor, color_class: torch.Tensor, palette: torch.Tensor, color_var: float,
+    rng: np.random.Generator, chunk: int = 8192,
+) -> torch.Tensor:
+    """Colour grey digits: each image gets N(palette[class], color_var I) clipped to [0, 1].
+
+    Args:
+        digits: uint8 ``(N, H, W)`` grey images.
+        color_class: int64 ``(N,)`` index into ``palette`` for each image.
+        palette: float ``(C, 3)`` mean colours in [0, 1].
+        color_var: sigma^2 of the colour noise, in [0, 1] units.
+        rng: the generator the noise is drawn from.
+
+    Returns:
+        uint8 ``(N, 3, H, W)``: pixel = round(intensity x colour).
+    """
+    noise = torch.from_numpy(rng.standard_normal((len(digits), 3))).float()
+    colors = (palette[color_class] + math.sqrt(color_var) * noise).clamp_(0.0, 1.0)
+    out = torch.empty(len(digits), 3, *digits.shape[1:], dtype=torch.uint8)
+    for start in range(0, len(digits), chunk):  # bounded float memory
+        end = start + chunk
+        grey = digits[start:end].float().unsqueeze(1)
+        out[start:end] = (grey * colors[start:end, :, None, None]).round_().to(torch.uint8)
+    return out
+
+
+class ColoredImages(Dataset):
+    """In-memory coloured images that return whole batches (``__getitems__``).
+
+    Indexing a list of positions gathers the batch with one tensor operation, so a
+    batch costs no per-sample Python work; :func:`pass_batch` is its collate_fn.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
+        target_size: int, num_bins: int,
+    ) -> None:
+        self.images, self.labels, self.groups = images, labels, groups
+        self.target_size, self.num_bins = target_size, num_bins
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        return {
+            IMAGE: images.float().div_(255.0),
+            LABEL: self.labels[index],
+            BIAS_TARGET: color_bin_target(images, self.target_size, self.num_bins),
+            BIAS_GROUP: self.groups[index],
+        }
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+def pass_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """collate_fn for datasets whose ``__getitems__`` already returns a batch."""
+    return batch
+
+
+def check_palette(palette: Any) -> torch.Tensor:
+    """Validate ``data.palette`` ("paper" or 10 RGB triples in [0, 255]); return it in [0, 1]."""
+    if isinstance(palette, str):
+        if palette != "paper":
+            raise ConfigError(f"data.palette must be 'paper' or a list of 10 RGB colours, got '{palette}'")
+        palette = PAPER_PALETTE
+    colors = [list(c) for c in palette]
+    if len(colors) != NUM_DIGITS:
+        raise ConfigError(
+            f"data.palette must hold {NUM_DIGITS} RGB colours (one per digit), got {len(colors)}"
+        )
+    for c in colors:
+        if len(c) != 3 or not all(0 <= v <= 255 for v in c):
+            raise ConfigError(f"data.palette colours must be 3 values in [0, 255], got {c}")
+    return torch.tensor(colors, dtype=torch.float32) / 255.0
+
+
+def load_mnist(data_dir: Path, download: bool) -> tuple[Any, Any]:
+    """MNIST train and test sets through torchvision, with a clear error if the files are missing."""
+    from torchvision.datasets import MNIST
+
+    raw = data_dir / "MNIST" / "raw"
+    how = (
+        f"MNIST is expected in {raw} as the four IDX files {', '.join(MNIST_FILES)} "
+        f"(the .gz archives also work). Download them from https://yann.lecun.com/exdb/mnist/ "
+        f"(or any torchvision mirror) into that folder, or point data.data_dir at the folder "
+        f"that holds MNIST/raw/."
+    )
+    try:
+        return (
+            MNIST(str(data_dir), train=True, download=download),
+            MNIST(str(data_dir), train=False, download=download),
+        )
+    except RuntimeError as err:  # torchvision raises RuntimeError for missing files and failed downloads
+        raise DataNotFoundError(f"MNIST not found and could not be downloaded ({err}). {how}") from err
+    except OSError as err:
+        raise DataNotFoundError(f"MNIST could not be read ({err}). {how}") from err
+
+
+class ColoredMNISTDataModule(pl.LightningDataModule):
+    """Colored MNIST (Kim et al. 2019) in the batch contract of :mod:`lnl_lightning.data.contract`.
+
+    Args:
+        data_dir: folder that holds ``MNIST/raw/`` (torchvision's layout).
+        color_var: sigma^2 of the colour noise, in (0, 1].
+        batch_size: images per batch (per process).
+        val_fraction: share of the training images held out for validation, in [0, 1).
+        seed: fixes colours and the train/val split, bit for bit.
+        palette: "paper" or 10 RGB colours in [0, 255].
+        color_bins: bins per RGB channel of the per-pixel bias target.
+        target_size: side of the bias target map (14, the official net's feature map).
+        num_workers: DataLoader workers (0 is fastest for in-memory data).
+        download: let torchvision download MNIST when it is missing.
+        cache: also store the coloured tensors in ``data_dir/colored_mnist_cache``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        color_var: float = 0.02,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        palette: Any = "paper",
+        color_bins: int = 8,
+        target_size: int = 14,
+        num_workers: int = 0,
+        download: bool = True,
+        cache: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(color_var, (int, float)) or not 0.0 < color_var <= 1.0:
+            raise ConfigError(f"data.color_var must be in (0, 1] (sigma^2 in [0,1] colour units), got {color_var}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if color_bins < 1 or 256 % color_bins:
+            raise ConfigError(f"data.color_bins must divide 256 (e.g. 8), got {color_bins}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.palette = check_palette(palette)
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.color_var = float(color_var)
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.color_bins = color_bins
+        self.target_size = target_size
+        self.num_workers = num_workers
+        self.download = download
+        self.cache = cache
+        self.splits: dict[str, ColoredImages] = {}
+        self.bias_spec = BiasSpec(
+            num_classes=NUM_DIGITS,
+            num_bias_groups=NUM_DIGITS,
+            num_bias_classes=color_bins,
+            aligned_cells=tuple((d, d) for d in range(NUM_DIGITS)),
+            class_names=tuple(str(d) for d in range(NUM_DIGITS)),
+            group_names=tuple(f"color {c}" for c in range(NUM_DIGITS)),
+        )
+
+    def prepare_data(self) -> None:
+        load_mnist(self.data_dir, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        tensors = self._load_cache() if self.cache else None
+        if tensors is None:
+            tensors = self.generate()
+            if self.cache:
+                self._save_cache(tensors)
+        for name, (images, labels, groups) in tensors.items():
+            self.splits[name] = ColoredImages(images, labels, groups, self.target_size, self.color_bins)
+
+    def generate(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Colour MNIST: ``{split: (uint8 images, labels, colour classes)}`` for train/val/test."""
+        train, test = load_mnist(self.data_dir, download=False)
+        split_seed, train_seed, test_seed = np.random.SeedSequence(self.seed).spawn(3)
+
+        order = torch.from_numpy(np.random.default_rng(split_seed).permutation(len(train.targets)))
+        num_val = int(round(self.val_fraction * len(order)))
+        fit_index, val_index = order[num_val:], order[:num_val]
+        # One colour draw for all 60k training images, so the split does not change colours.
+        train_images = colorize(train.data, train.targets, self.palette, self.color_var,
+                                np.random.default_rng(train_seed))
+
+        test_rng = np.random.default_rng(test_seed)
+        test_groups = torch.from_numpy(test_rng.integers(0, NUM_DIGITS, len(test.targets)))
+        test_images = colorize(test.data, test_groups, self.palette, self.color_var, test_rng)
+        return {
+            "train": (train_images[fit_index], train.targets[fit_index], train.targets[fit_index]),
+            "val": (train_images[val_index], train.targets[val_index], train.targets[val_index]),
+            "test": (test_images, test.targets.clone(), test_groups),
+        }
+
+    def _cache_file(self) -> Path:
+        palette_id = hashlib.sha1(self.palette.numpy().tobytes()).hexdigest()[:8]
+        key = f"var{self.color_var:.4f}_val{self.val_fraction:.3f}_seed{self.seed}_pal{palette_id}"
+        return self.data_dir / "colored_mnist_cache" / f"{key}.pt"
+
+    def _load_cache(self) -> dict | None:
+        path = self._cache_file()
+        return torch.load(path) if path.exists() else None
+
+    def _save_cache(self, tensors: dict) -> None:
+        path = self._cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(tensors, tmp)
+        tmp.replace(path)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=pass_batch,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

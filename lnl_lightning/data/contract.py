@@ -1,0 +1,88 @@
+"""The one batch contract shared by every dataset and the LightningModule.
+
+Every dataloader yields a dict with four tensors:
+
+- ``image``: float images ``(N, 3, H, W)``.
+- ``label``: the target class ``(N,)``, int64.
+- ``bias_target``: what the bias head h is trained to predict, int64 with
+  :data:`IGNORE_INDEX` where there is nothing to predict. Either a per-pixel
+  colour-bin map ``(N, 3, h, w)`` (one class per RGB channel) or a per-image
+  class ``(N,)``.
+- ``bias_group``: one integer per image ``(N,)`` naming its bias attribute
+  (colour class, dark/bright, age group), for the class x bias accuracy matrix.
+
+A datamodule also describes its bias with a :class:`BiasSpec`, so that the
+module never has to know which dataset it is trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IMAGE = "image"
+LABEL = "label"
+BIAS_TARGET = "bias_target"
+BIAS_GROUP = "bias_group"
+BATCH_KEYS = (IMAGE, LABEL, BIAS_TARGET, BIAS_GROUP)
+
+IGNORE_INDEX = -100
+"""Value of ``bias_target`` that the bias loss and bias accuracy skip (PyTorch's default)."""
+
+
+@dataclass(frozen=True)
+class BiasSpec:
+    """What a dataset's labels and bias look like.
+
+    Attributes:
+        num_classes: number of label classes.
+        num_bias_groups: number of values ``bias_group`` takes.
+        num_bias_classes: number of classes of ``bias_target`` (per pixel or per image).
+        aligned_cells: the ``(label, bias_group)`` cells where the bias agrees with
+            the spurious correlation of the training set; every other cell is
+            bias-conflicting.
+        class_names: optional display names of the label classes.
+        group_names: optional display names of the bias groups.
+    """
+
+    num_classes: int
+    num_bias_groups: int
+    num_bias_classes: int
+    aligned_cells: tuple[tuple[int, int], ...]
+    class_names: tuple[str, ...] | None = None
+    group_names: tuple[str, ...] | None = None
+
+    def aligned_mask(self) -> torch.Tensor:
+        """Boolean ``(num_classes, num_bias_groups)`` matrix, True on aligned cells."""
+        mask = torch.zeros(self.num_classes, self.num_bias_groups, dtype=torch.bool)
+        for label, group in self.aligned_cells:
+            mask[label, group] = True
+        return mask
+
+
+def color_bin_target(images: torch.Tensor, size: int | tuple[int, int], num_bins: int = 8) -> torch.Tensor:
+    """Per-pixel colour classes of uint8 RGB images, the official LNL colour target.
+
+    The images are resized to ``size`` with nearest-neighbour sampling (the pixel
+    centres, as PIL's ``NEAREST`` does), each channel value is quantised into
+    ``num_bins`` equal bins, and pure black pixels (the background) are set to
+    :data:`IGNORE_INDEX` on all three channels.
+
+    Args:
+        images: uint8 tensor ``(N, 3, H, W)`` with values in [0, 255].
+        size: output spatial size, an int or ``(h, w)``.
+        num_bins: bins per channel; 256 must be divisible by it.
+
+    Returns:
+        int64 tensor ``(N, 3, h, w)`` with values in ``[0, num_bins)`` or IGNORE_INDEX.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    if num_bins < 1 or 256 % num_bins:
+        raise ValueError(f"num_bins must divide 256, got {num_bins}")
+    small = F.interpolate(images.float(), size=size, mode="nearest-exact").to(torch.uint8)
+    target = (small // (256 // num_bins)).long()
+    background = (small == 0).all(dim=1, keepdim=True).expand_as(target)
+    return target.masked_fill(background, IGNORE_INDEX)

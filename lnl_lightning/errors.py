@@ -1,0 +1,9 @@
+"""Errors that end a run with a message for the user instead of a traceback."""
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work. The message names the key and what was expected."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Dataset files are missing. The message names the folder, the files and how to get them."""

@@ -1,0 +1,41 @@
+"""Experiment loggers from ``cfg.logger``, with W&B falling back to offline mode."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import Logger
+
+from lnl_lightning.config import build
+
+log = logging.getLogger(__name__)
+
+
+def has_wandb_credentials() -> bool:
+    """True when W&B can authenticate: WANDB_API_KEY or an api.wandb.ai entry in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """Instantiate every logger in ``cfg.logger`` (empty or null: no logger)."""
+    loggers: list[Logger] = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        if name == "wandb" and not os.environ.get("WANDB_MODE") and not has_wandb_credentials():
+            os.environ["WANDB_MODE"] = "offline"
+            log.warning(
+                "No W&B credentials: logging offline into %s. Upload later with: wandb sync %s",
+                Path(node.save_dir) / "wandb", Path(node.save_dir) / "wandb" / "offline-run-*",
+            )
+        loggers.append(build(node))
+    return loggers

@@ -1,0 +1,241 @@
+"""The one LightningModule: Learning Not to Learn, with the baseline as its lambda = mu = 0 case."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lnl_lightning.data.contract import (
+    BIAS_GROUP,
+    BIAS_TARGET,
+    IGNORE_INDEX,
+    IMAGE,
+    LABEL,
+    BiasSpec,
+)
+from lnl_lightning.errors import ConfigError
+from lnl_lightning.metrics import GroupAccuracy
+from lnl_lightning.models.gradient_reversal import grad_reverse
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of sum_k p_k log p_k along dim 1 (numerically safe: log-softmax)."""
+    log_p = F.log_softmax(logits, dim=1)
+    return (log_p.exp() * log_p).sum(dim=1).mean()
+
+
+class LNLModule(pl.LightningModule):
+    """Learning Not to Learn (Kim et al., CVPR 2019).
+
+    A feature extractor f feeds a label head g and a bias head h. Each training step
+    runs the official algorithm:
+
+    1. f and g step on ``CE(g(f(x)), label) + lambda_ * negative_entropy(h(f(x)))``:
+       f learns the label and makes h's prediction uniform; h is frozen in this step.
+    2. h steps on ``CE(h(GradReverse_mu(f(x))), bias_target)``: h learns to predict the
+       bias while the reversal pushes f by ``-mu`` times that gradient.
+
+    With ``lambda_ = mu = 0`` (``model=baseline``) f and g learn the label alone and h
+    is trained on detached features as a probe, so bias predictability is measured
+    for both methods.
+
+    Args:
+        feature_extractor: f.
+        label_head: g.
+        bias_head: h; its logits have the bias classes on dim 1.
+        bias_spec: the datamodule's description of labels and bias.
+        lambda_: weight of the negative-entropy term (lambda).
+        mu: scale of the gradient reversal into f (mu).
+        optimizer: factory ``params -> optimizer`` (a Hydra partial); one optimizer is
+            built for f+g and one for h.
+        scheduler: factory ``optimizer -> LR scheduler`` stepped once per epoch, or None.
+        init_from: Lightning checkpoint whose f and g weights warm-start this run.
+        warm_start_lr: learning rate used instead of the optimizer's when ``init_from``
+            is set (the official code fine-tunes at 0.001); None keeps the optimizer's.
+    """
+
+    def __init__(
+        self,
+        feature_extractor: nn.Module,
+        label_head: nn.Module,
+        bias_head: nn.Module,
+        bias_spec: BiasSpec,
+        lambda_: float = 0.01,
+        mu: float = 0.1,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        init_from: str | None = None,
+        warm_start_lr: float | None = 0.001,
+    ) -> None:
+        super().__init__()
+        if not lambda_ >= 0:
+            raise ConfigError(f"model.lambda_ must be >= 0, got {lambda_}")
+        if not mu >= 0:
+            raise ConfigError(f"model.mu must be >= 0, got {mu}")
+        self.automatic_optimization = False
+        self.save_hyperparameters("lambda_", "mu", "init_from", "warm_start_lr")
+        self.feature_extractor = feature_extractor
+        self.label_head = label_head
+        self.bias_head = bias_head
+        self.bias_spec = bias_spec
+        self.lambda_ = float(lambda_)
+        self.mu = float(mu)
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.SGD(params, lr=0.01))
+        self.scheduler_factory = scheduler
+        self.init_from = init_from
+        self.warm_start_lr = warm_start_lr
+
+        self.train_label_loss = MeanMetric()
+        self.train_bias_loss = MeanMetric()
+        self.train_acc = MeanMetric()
+        self.group_acc = nn.ModuleDict(
+            {stage: GroupAccuracy(bias_spec.aligned_mask()) for stage in ("val", "test")}
+        )
+        self.bias_acc = nn.ModuleDict({
+            stage: MulticlassAccuracy(
+                num_classes=bias_spec.num_bias_classes, average="micro", ignore_index=IGNORE_INDEX
+            )
+            for stage in ("val", "test")
+        })
+        # Synced (correct, total) counts of the last val/test epoch, for the run folder.
+        self.group_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if init_from:
+            self.warm_start(init_from)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt_main, opt_bias = self.optimizers()
+        label_loss, label_logits = self.label_step(batch, opt_main)
+        bias_loss = self.bias_step(batch, opt_main, opt_bias)
+
+        n = len(batch[LABEL])
+        self.train_label_loss.update(label_loss.detach(), n)
+        self.train_bias_loss.update(bias_loss.detach(), n)
+        self.train_acc.update((label_logits.argmax(1) == batch[LABEL]).float().mean(), n)
+        self.log("train/label_loss", label_loss.detach(), prog_bar=True)
+        self.log("train/bias_loss", bias_loss.detach(), prog_bar=True)
+
+    def label_step(
+        self, batch: dict[str, torch.Tensor], opt_main: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 1: f and g learn the label and, with weight lambda_, to make h uncertain."""
+        self.toggle_optimizer(opt_main)  # h gets no gradient, hence no update, here
+        try:
+            features = self.feature_extractor(batch[IMAGE])
+            label_logits = self.label_head(features)
+            label_loss = F.cross_entropy(label_logits, batch[LABEL])
+            loss = label_loss
+            if self.lambda_ > 0:
+                neg_entropy = negative_entropy(self.bias_head(features))
+                loss = loss + self.lambda_ * neg_entropy
+                self.log("train/neg_entropy", neg_entropy.detach())
+            opt_main.zero_grad()
+            self.manual_backward(loss)
+            opt_main.step()
+        finally:
+            self.untoggle_optimizer(opt_main)
+        self._features = features.detach()
+        return label_loss, label_logits
+
+    def bias_step(self, batch: dict[str, torch.Tensor], opt_main: Any, opt_bias: Any) -> torch.Tensor:
+        """Step 2: h learns the bias; through the reversal layer f is pushed to un-learn it."""
+        if self.mu > 0:
+            # f changed in step 1: recompute its features, as the official code does.
+            bias_input = grad_reverse(self.feature_extractor(batch[IMAGE]), self.mu)
+        else:
+            bias_input = self._features  # baseline probe: no gradient reaches f
+        self._features = None
+        bias_loss = F.cross_entropy(
+            self.bias_head(bias_input), batch[BIAS_TARGET], ignore_index=IGNORE_INDEX
+        )
+        opt_main.zero_grad()
+        opt_bias.zero_grad()
+        self.manual_backward(bias_loss)
+        opt_bias.step()
+        if self.mu > 0:
+            opt_main.step()  # only f has gradients here; g's are None and SGD skips it
+        return bias_loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/label_loss_epoch", self.train_label_loss.compute())
+        self.log("train/bias_loss_epoch", self.train_bias_loss.compute())
+        self.log("train/acc", self.train_acc.compute())
+        for metric in (self.train_label_loss, self.train_bias_loss, self.train_acc):
+            metric.reset()
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    # ---------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        features = self.feature_extractor(batch[IMAGE])
+        label_logits = self.label_head(features)
+        self.group_acc[stage].update(label_logits, batch[LABEL], batch[BIAS_GROUP])
+        self.bias_acc[stage].update(self.bias_head(features), batch[BIAS_TARGET])
+
+    def _log_stage(self, stage: str) -> None:
+        group_acc = self.group_acc[stage]
+        values = {f"{stage}/{name}": value for name, value in group_acc.compute().items()}
+        values[f"{stage}/bias_acc"] = self.bias_acc[stage].compute()
+        self.log_dict(values, prog_bar=False)
+        with group_acc.sync_context():
+            self.group_counts[stage] = (group_acc.correct.cpu().clone(), group_acc.total.cpu().clone())
+        group_acc.reset()
+        self.bias_acc[stage].reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage("test")
+
+    # ----------------------------------------------------------------- set-up
+    def configure_optimizers(self) -> Any:
+        main_params = [*self.feature_extractor.parameters(), *self.label_head.parameters()]
+        optimizers = [
+            self.optimizer_factory(main_params),
+            self.optimizer_factory(self.bias_head.parameters()),
+        ]
+        if self.init_from and self.warm_start_lr is not None:
+            for optimizer in optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] = self.warm_start_lr
+        if self.scheduler_factory is None:
+            return optimizers
+        return optimizers, [self.scheduler_factory(optimizer) for optimizer in optimizers]
+
+    def warm_start(self, path: str) -> None:
+        """Load f and g (not h) from a Lightning checkpoint of an earlier run."""
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"model.init_from must be a checkpoint file, but {file} does not exist")
+        state = torch.load(file, map_location="cpu", weights_only=True).get("state_dict", {})
+        for prefix, module in (("feature_extractor.", self.feature_extractor),
+                               ("label_head.", self.label_head)):
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not part:
+                raise ConfigError(f"model.init_from: {file} holds no '{prefix}*' weights")
+            module.load_state_dict(part)
+        log.info("Warm-started f and g from %s", file)

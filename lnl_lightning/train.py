@@ -1,0 +1,105 @@
+"""Build everything from the config, fit, validate and test, and write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from lnl_lightning.config import build
+from lnl_lightning.errors import ConfigError
+from lnl_lightning.loggers import build_loggers
+from lnl_lightning.metrics import save_group_matrix
+
+log = logging.getLogger(__name__)
+
+TEST_CKPT_CHOICES = ("last", "best")
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """Print the resolved config as a rich tree, one branch per top-level group."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key), guide_style="dim")
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks on top-level keys that no component owns, made before any work."""
+    if cfg.test_ckpt not in TEST_CKPT_CHOICES:
+        raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path must be a checkpoint file to resume from, but {cfg.ckpt_path} does not exist")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate one configuration; return the final val and test metrics.
+
+    Writes into ``cfg.paths.output_dir``: ``config_resolved.yaml``, ``checkpoints/``,
+    logger files, ``group_acc_{val,test}.{csv,png}`` and ``metrics.json``.
+    """
+    started = time.time()
+    check_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+
+    datamodule = build(cfg.data)
+    networks = {name: build(node) for name, node in cfg.net.items()}
+    pl.seed_everything(cfg.seed, workers=True)
+    model = build(cfg.model, _partial_=True)(**networks, bias_spec=datamodule.bias_spec)
+    callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    config_path = out_dir / "config_resolved.yaml"
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if cfg.print_config:
+            print_config_tree(cfg)
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    ckpt = "best" if cfg.test_ckpt == "best" else None  # None: the weights as training left them
+    metrics: dict[str, float] = {}
+    for result in (trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt),
+                   trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)):
+        metrics.update({k: float(v) for k, v in result[0].items()})
+
+    if trainer.is_global_zero:
+        spec = datamodule.bias_spec
+        for stage, (correct, total) in model.group_counts.items():
+            save_group_matrix(correct, total, out_dir, f"group_acc_{stage}",
+                              spec.class_names, spec.group_names,
+                              title=f"{stage} accuracy per (label, bias group)")
+        summary = {
+            "metrics": dict(sorted(metrics.items())),
+            "method": cfg.method,
+            "task_name": cfg.task_name,
+            "tested_weights": cfg.test_ckpt,
+            "best_checkpoint": _best_checkpoint(trainer),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "wall_time_s": round(time.time() - started, 1),
+            "config_path": str(config_path.resolve()),
+        }
+        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("Metrics written to %s", out_dir / "metrics.json")
+    return metrics
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    return getattr(callback, "best_model_path", None) or None
