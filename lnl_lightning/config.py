@@ -14,7 +14,7 @@ CONFIG_MODULE = "lnl_lightning.conf"
 
 
 def method_name(lambda_: float, mu: float) -> str:
-    """'baseline' when both unlearning weights are 0 (the module is then plain training), else 'lnl'."""
+    """'baseline' when both unlearning weights are 0 (plain training), else 'lnl'."""
     return "baseline" if float(lambda_) == 0.0 and float(mu) == 0.0 else "lnl"
 
 

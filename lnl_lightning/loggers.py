@@ -35,7 +35,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             os.environ["WANDB_MODE"] = "offline"
             log.warning(
                 "No W&B credentials: logging offline into %s. Upload later with: wandb sync %s",
-                Path(node.save_dir) / "wandb", Path(node.save_dir) / "wandb" / "offline-run-*",
+                Path(node.save_dir) / "wandb",
+                Path(node.save_dir) / "wandb" / "offline-run-*",
             )
         loggers.append(build(node))
     return loggers

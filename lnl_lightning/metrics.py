@@ -64,8 +64,12 @@ def cell_accuracy(correct: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
 
 
 def save_group_matrix(
-    correct: torch.Tensor, total: torch.Tensor, out_dir: Path, stem: str,
-    class_names: tuple[str, ...] | None = None, group_names: tuple[str, ...] | None = None,
+    correct: torch.Tensor,
+    total: torch.Tensor,
+    out_dir: Path,
+    stem: str,
+    class_names: tuple[str, ...] | None = None,
+    group_names: tuple[str, ...] | None = None,
     title: str = "",
 ) -> tuple[Path, Path]:
     """Write the class x bias-group accuracy matrix as ``stem.csv`` and ``stem.png``."""
@@ -96,8 +100,15 @@ def save_group_matrix(
         for g in range(num_groups):
             if total[c, g] > 0:
                 value = acc[c, g].item()
-                ax.text(g, c, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if value < 0.6 else "black")
+                ax.text(
+                    g,
+                    c,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value < 0.6 else "black",
+                )
     ax.set_xticks(range(num_groups), group_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(num_classes), class_names, fontsize=8)
     ax.set_xlabel("bias group")

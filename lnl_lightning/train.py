@@ -30,7 +30,9 @@ def print_config_tree(cfg: DictConfig) -> None:
     tree = rich.tree.Tree("config", guide_style="dim")
     for key, value in cfg.items():
         branch = tree.add(str(key), guide_style="dim")
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
 
@@ -40,7 +42,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.test_ckpt not in TEST_CKPT_CHOICES:
         raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path must be a checkpoint file to resume from, but {cfg.ckpt_path} does not exist")
+        raise ConfigError(
+            f"ckpt_path must be a checkpoint file to resume from; {cfg.ckpt_path} does not exist"
+        )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -74,16 +78,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt = "best" if cfg.test_ckpt == "best" else None  # None: the weights as training left them
     metrics: dict[str, float] = {}
-    for result in (trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt),
-                   trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)):
+    for result in (
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt),
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt),
+    ):
         metrics.update({k: float(v) for k, v in result[0].items()})
 
     if trainer.is_global_zero:
         spec = datamodule.bias_spec
         for stage, (correct, total) in model.group_counts.items():
-            save_group_matrix(correct, total, out_dir, f"group_acc_{stage}",
-                              spec.class_names, spec.group_names,
-                              title=f"{stage} accuracy per (label, bias group)")
+            save_group_matrix(
+                correct,
+                total,
+                out_dir,
+                f"group_acc_{stage}",
+                spec.class_names,
+                spec.group_names,
+                title=f"{stage} accuracy per (label, bias group)",
+            )
         summary = {
             "metrics": dict(sorted(metrics.items())),
             "method": cfg.method,

@@ -64,8 +64,12 @@ NUM_DIGITS = 10
 
 
 def colorize(
-    digits: torch.Tensor, color_class: torch.Tensor, palette: torch.Tensor, color_var: float,
-    rng: np.random.Generator, chunk: int = 8192,
+    digits: torch.Tensor,
+    color_class: torch.Tensor,
+    palette: torch.Tensor,
+    color_var: float,
+    rng: np.random.Generator,
+    chunk: int = 8192,
 ) -> torch.Tensor:
     """Colour grey digits: each image gets N(palette[class], color_var I) clipped to [0, 1].
 
@@ -97,8 +101,12 @@ class ColoredImages(Dataset):
     """
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
-        target_size: int, num_bins: int,
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        target_size: int,
+        num_bins: int,
     ) -> None:
         self.images, self.labels, self.groups = images, labels, groups
         self.target_size, self.num_bins = target_size, num_bins
@@ -129,7 +137,9 @@ def check_palette(palette: Any) -> torch.Tensor:
     """Validate ``data.palette`` ("paper" or 10 RGB triples in [0, 255]); return it in [0, 1]."""
     if isinstance(palette, str):
         if palette != "paper":
-            raise ConfigError(f"data.palette must be 'paper' or a list of 10 RGB colours, got '{palette}'")
+            raise ConfigError(
+                f"data.palette must be 'paper' or a list of 10 RGB colours, got '{palette}'"
+            )
         palette = PAPER_PALETTE
     colors = [list(c) for c in palette]
     if len(colors) != NUM_DIGITS:
@@ -143,7 +153,7 @@ def check_palette(palette: Any) -> torch.Tensor:
 
 
 def load_mnist(data_dir: Path, download: bool) -> tuple[Any, Any]:
-    """MNIST train and test sets through torchvision, with a clear error if the files are missing."""
+    """MNIST train and test sets through torchvision; a clear error if the files are missing."""
     from torchvision.datasets import MNIST
 
     raw = data_dir / "MNIST" / "raw"
@@ -158,8 +168,12 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[Any, Any]:
             MNIST(str(data_dir), train=True, download=download),
             MNIST(str(data_dir), train=False, download=download),
         )
-    except RuntimeError as err:  # torchvision raises RuntimeError for missing files and failed downloads
-        raise DataNotFoundError(f"MNIST not found and could not be downloaded ({err}). {how}") from err
+    except (
+        RuntimeError
+    ) as err:  # torchvision raises RuntimeError for missing files and failed downloads
+        raise DataNotFoundError(
+            f"MNIST not found and could not be downloaded ({err}). {how}"
+        ) from err
     except OSError as err:
         raise DataNotFoundError(f"MNIST could not be read ({err}). {how}") from err
 
@@ -197,7 +211,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(color_var, (int, float)) or not 0.0 < color_var <= 1.0:
-            raise ConfigError(f"data.color_var must be in (0, 1] (sigma^2 in [0,1] colour units), got {color_var}")
+            raise ConfigError(
+                f"data.color_var must be in (0, 1] (sigma^2 in [0,1] colour units), got {color_var}"
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
@@ -239,7 +255,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             if self.cache:
                 self._save_cache(tensors)
         for name, (images, labels, groups) in tensors.items():
-            self.splits[name] = ColoredImages(images, labels, groups, self.target_size, self.color_bins)
+            self.splits[name] = ColoredImages(
+                images, labels, groups, self.target_size, self.color_bins
+            )
 
     def generate(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Colour MNIST: ``{split: (uint8 images, labels, colour classes)}`` for train/val/test."""
@@ -250,8 +268,13 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         num_val = int(round(self.val_fraction * len(order)))
         fit_index, val_index = order[num_val:], order[:num_val]
         # One colour draw for all 60k training images, so the split does not change colours.
-        train_images = colorize(train.data, train.targets, self.palette, self.color_var,
-                                np.random.default_rng(train_seed))
+        train_images = colorize(
+            train.data,
+            train.targets,
+            self.palette,
+            self.color_var,
+            np.random.default_rng(train_seed),
+        )
 
         test_rng = np.random.default_rng(test_seed)
         test_groups = torch.from_numpy(test_rng.integers(0, NUM_DIGITS, len(test.targets)))

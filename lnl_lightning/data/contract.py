@@ -62,7 +62,9 @@ class BiasSpec:
         return mask
 
 
-def color_bin_target(images: torch.Tensor, size: int | tuple[int, int], num_bins: int = 8) -> torch.Tensor:
+def color_bin_target(
+    images: torch.Tensor, size: int | tuple[int, int], num_bins: int = 8
+) -> torch.Tensor:
     """Per-pixel colour classes of uint8 RGB images, the official LNL colour target.
 
     The images are resized to ``size`` with nearest-neighbour sampling (the pixel
@@ -79,7 +81,9 @@ def color_bin_target(images: torch.Tensor, size: int | tuple[int, int], num_bins
         int64 tensor ``(N, 3, h, w)`` with values in ``[0, num_bins)`` or IGNORE_INDEX.
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+        )
     if num_bins < 1 or 256 % num_bins:
         raise ValueError(f"num_bins must divide 256, got {num_bins}")
     small = F.interpolate(images.float(), size=size, mode="nearest-exact").to(torch.uint8)

@@ -1,4 +1,4 @@
-"""Gradient reversal layer (Ganin & Lempitsky, 2015): identity forward, -scale x gradient backward."""
+"""Gradient reversal layer (Ganin & Lempitsky, 2015): identity forward, -scale x gradient back."""
 
 from __future__ import annotations
 

@@ -105,12 +105,16 @@ class LNLModule(pl.LightningModule):
         self.group_acc = nn.ModuleDict(
             {stage: GroupAccuracy(bias_spec.aligned_mask()) for stage in ("val", "test")}
         )
-        self.bias_acc = nn.ModuleDict({
-            stage: MulticlassAccuracy(
-                num_classes=bias_spec.num_bias_classes, average="micro", ignore_index=IGNORE_INDEX
-            )
-            for stage in ("val", "test")
-        })
+        self.bias_acc = nn.ModuleDict(
+            {
+                stage: MulticlassAccuracy(
+                    num_classes=bias_spec.num_bias_classes,
+                    average="micro",
+                    ignore_index=IGNORE_INDEX,
+                )
+                for stage in ("val", "test")
+            }
+        )
         # Synced (correct, total) counts of the last val/test epoch, for the run folder.
         self.group_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if init_from:
@@ -151,7 +155,9 @@ class LNLModule(pl.LightningModule):
         self._features = features.detach()
         return label_loss, label_logits
 
-    def bias_step(self, batch: dict[str, torch.Tensor], opt_main: Any, opt_bias: Any) -> torch.Tensor:
+    def bias_step(
+        self, batch: dict[str, torch.Tensor], opt_main: Any, opt_bias: Any
+    ) -> torch.Tensor:
         """Step 2: h learns the bias; through the reversal layer f is pushed to un-learn it."""
         if self.mu > 0:
             # f changed in step 1: recompute its features, as the official code does.
@@ -195,7 +201,10 @@ class LNLModule(pl.LightningModule):
         values[f"{stage}/bias_acc"] = self.bias_acc[stage].compute()
         self.log_dict(values, prog_bar=False)
         with group_acc.sync_context():
-            self.group_counts[stage] = (group_acc.correct.cpu().clone(), group_acc.total.cpu().clone())
+            self.group_counts[stage] = (
+                group_acc.correct.cpu().clone(),
+                group_acc.total.cpu().clone(),
+            )
         group_acc.reset()
         self.bias_acc[stage].reset()
 
@@ -230,11 +239,15 @@ class LNLModule(pl.LightningModule):
         """Load f and g (not h) from a Lightning checkpoint of an earlier run."""
         file = Path(path).expanduser()
         if not file.is_file():
-            raise ConfigError(f"model.init_from must be a checkpoint file, but {file} does not exist")
+            raise ConfigError(
+                f"model.init_from must be a checkpoint file, but {file} does not exist"
+            )
         state = torch.load(file, map_location="cpu", weights_only=True).get("state_dict", {})
-        for prefix, module in (("feature_extractor.", self.feature_extractor),
-                               ("label_head.", self.label_head)):
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        for prefix, module in (
+            ("feature_extractor.", self.feature_extractor),
+            ("label_head.", self.label_head),
+        ):
+            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             if not part:
                 raise ConfigError(f"model.init_from: {file} holds no '{prefix}*' weights")
             module.load_state_dict(part)

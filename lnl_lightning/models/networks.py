@@ -37,7 +37,7 @@ def mnist_label_head(num_classes: int = 10) -> nn.Module:
 
 
 class PixelColorHead(nn.Module):
-    """h for colour bias: conv-BN-ReLU-conv predicting ``num_bins`` classes per RGB channel per pixel.
+    """h for colour bias: conv-BN-ReLU-conv giving ``num_bins`` classes per RGB channel per pixel.
 
     Output logits are shaped ``(N, num_bins, 3, H, W)`` so that plain cross-entropy with
     an ignore index applies against a ``(N, 3, H, W)`` colour-bin target.

@@ -1,0 +1,42 @@
+# Every target sets itself up: it creates .venv and installs the package on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow train lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the package with its dev tools
+
+test: $(STAMP) ## Run the test suite (generated fixtures, no network, a few minutes)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## Run only the slow tests
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrides in ARGS="..."
+	$(PY) -m lnl_lightning -m experiment=colored_mnist_baseline,colored_mnist $(ARGS)
+
+lint: $(STAMP) ## Check style with ruff
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP) ## Format and fix with ruff
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean: ## Remove caches and build files (keeps .venv, data and outputs)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

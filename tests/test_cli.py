@@ -1,0 +1,141 @@
+"""``python -m lnl_lightning`` end to end in a subprocess, on a generated MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+METRIC_KEYS = {
+    "test/acc",
+    "test/acc_aligned",
+    "test/acc_conflicting",
+    "test/acc_unbiased",
+    "test/bias_acc",
+    "val/acc",
+    "val/acc_aligned",
+    "val/acc_unbiased",
+    "val/bias_acc",
+}
+
+
+def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lnl_lightning", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def run_ok(*overrides: str, cwd: Path) -> dict:
+    result = run_cli(*overrides, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def lnl_run(tmp_path_factory, mnist_dir) -> Path:
+    run_dir = tmp_path_factory.mktemp("cli") / "lnl"
+    run_ok(
+        "experiment=colored_mnist",
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=32",
+        f"hydra.run.dir={run_dir}",
+        cwd=run_dir.parent,
+    )
+    return run_dir
+
+
+@pytest.mark.parametrize("method", ["lnl", "baseline"])
+def test_run_writes_metrics_and_artifacts(method, lnl_run, tmp_path, mnist_dir):
+    if method == "lnl":
+        run_dir = lnl_run
+    else:
+        run_dir = tmp_path / "baseline"
+        run_ok(
+            "experiment=colored_mnist_baseline",
+            "debug=fast",
+            f"data.data_dir={mnist_dir}",
+            "data.batch_size=32",
+            f"hydra.run.dir={run_dir}",
+            cwd=tmp_path,
+        )
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert set(summary["metrics"]) >= METRIC_KEYS
+    assert all(0.0 <= summary["metrics"][k] <= 1.0 for k in METRIC_KEYS)
+    assert summary["method"] == method
+    assert Path(summary["config_path"]).is_file()
+    assert "color_var: 0.02" in Path(summary["config_path"]).read_text()
+    for name in (
+        "group_acc_test.csv",
+        "group_acc_test.png",
+        "checkpoints/last.ckpt",
+        "csv/metrics.csv",
+    ):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert len((run_dir / "group_acc_test.csv").read_text().splitlines()) == 1 + 10 * 10
+
+
+def test_resume_continues_from_the_checkpoint(lnl_run, tmp_path, mnist_dir):
+    first = json.loads((lnl_run / "metrics.json").read_text())
+    resumed_dir = tmp_path / "resumed"
+    run_ok(
+        "experiment=colored_mnist",
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=32",
+        "trainer.max_epochs=2",
+        f"ckpt_path={lnl_run}/checkpoints/last.ckpt",
+        f"hydra.run.dir={resumed_dir}",
+        cwd=tmp_path,
+    )
+    resumed = json.loads((resumed_dir / "metrics.json").read_text())
+    assert first["epochs"] == 1 and resumed["epochs"] == 2
+    assert resumed["global_step"] == 2 * first["global_step"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.color_var=-0.1", "data.color_var must be in (0, 1]"),
+        ("data.color_var=nan", "data.color_var must be in (0, 1]"),
+        ("data.batch_size=-8", "data.batch_size must be a positive integer"),
+        ("model.mu=-1", "model.mu must be >= 0"),
+        ("test_ckpt=first", "test_ckpt must be one of"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path must be a checkpoint file"),
+    ],
+)
+def test_bad_input_ends_with_a_message_naming_the_key(override, message, tmp_path, mnist_dir):
+    result = run_cli(
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        override,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any work
+
+
+def test_missing_mnist_tells_where_and_what(tmp_path):
+    result = run_cli(
+        "debug=fast",
+        f"data.data_dir={tmp_path / 'empty'}",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert str(tmp_path / "empty" / "MNIST" / "raw") in result.stderr
+    assert "train-images-idx3-ubyte" in result.stderr and "t10k-labels-idx1-ubyte" in result.stderr

@@ -1,0 +1,178 @@
+"""Colored MNIST: the sigma^2 colour protocol, determinism, the batch contract and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chi2_contingency
+from torch.distributions import Normal
+
+from lnl_lightning.data.colored_mnist import PAPER_PALETTE, ColoredMNISTDataModule, colorize
+from lnl_lightning.data.contract import (
+    BIAS_GROUP,
+    BIAS_TARGET,
+    IGNORE_INDEX,
+    IMAGE,
+    LABEL,
+    color_bin_target,
+)
+from lnl_lightning.errors import ConfigError, DataNotFoundError
+
+PALETTE = torch.tensor(PAPER_PALETTE, dtype=torch.float32) / 255
+
+
+def clipped_normal_mean(mean: torch.Tensor, std: float) -> torch.Tensor:
+    """E[clip(X, 0, 1)] for X ~ N(mean, std^2)."""
+    unit = Normal(0.0, 1.0)
+    a, b = (0 - mean) / std, (1 - mean) / std
+    pdf = lambda z: unit.log_prob(z).exp()  # noqa: E731
+    return (1 - unit.cdf(b)) + mean * (unit.cdf(b) - unit.cdf(a)) + std * (pdf(a) - pdf(b))
+
+
+def image_colors(images: torch.Tensor) -> torch.Tensor:
+    """Colour of each image, read at its brightest grey pixel (intensity 255 in the fixtures)."""
+    return images[:, :, 0, 0].float() / 255
+
+
+@pytest.mark.parametrize("color_var", [0.02, 0.05])
+def test_train_colors_follow_the_class_mean_and_variance(color_var):
+    per_class = 3000
+    classes = torch.arange(10).repeat_interleave(per_class)
+    digits = torch.full((len(classes), 1, 1), 255, dtype=torch.uint8)
+    colors = image_colors(colorize(digits, classes, PALETTE, color_var, np.random.default_rng(0)))
+    std = math.sqrt(color_var)
+    for c in range(10):
+        got = colors[classes == c]
+        expected = clipped_normal_mean(PALETTE[c], std)
+        assert torch.allclose(got.mean(0), expected, atol=0.01), (c, got.mean(0), expected)
+    # grey (class 9) sits mid-range, where clipping is rare: its spread is sigma
+    assert colors[classes == 9].std(0) == pytest.approx(torch.full((3,), std), abs=0.01)
+
+
+def test_strokes_are_coloured_and_background_stays_black():
+    digits = torch.tensor([[[0, 100], [255, 0]]], dtype=torch.uint8)
+    out = colorize(digits, torch.tensor([0]), PALETTE, 1e-9, np.random.default_rng(0))
+    assert out.shape == (1, 3, 2, 2) and out.dtype == torch.uint8
+    assert out[0, :, 0, 0].tolist() == [0, 0, 0]
+    assert out[0, :, 1, 0].tolist() == [255, 0, 0]  # red at full intensity
+    assert out[0, :, 0, 1].tolist() == [100, 0, 0]  # intensity x colour
+
+
+def test_splits_sizes_labels_and_groups(mnist_dir):
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), color_var=0.02, val_fraction=0.1, seed=0)
+    dm.setup()
+    train, val, test = dm.splits["train"], dm.splits["val"], dm.splits["test"]
+    assert (len(train), len(val), len(test)) == (540, 60, 1000)
+    # train and validation are biased: colour class = digit
+    assert torch.equal(train.groups, train.labels) and torch.equal(val.groups, val.labels)
+    # the test image's colour is its group's palette colour (nearest palette entry)
+    colors = test.images.amax(dim=(2, 3)).float() / 255
+    nearest = torch.cdist(colors, PALETTE).argmin(1)
+    assert (nearest == test.groups).float().mean() > 0.9
+
+
+def test_test_colour_class_is_independent_of_the_digit(mnist_dir):
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), seed=3)
+    dm.setup()
+    test = dm.splits["test"]
+    table = torch.zeros(10, 10)
+    table.index_put_((test.labels, test.groups), torch.ones(len(test.labels)), accumulate=True)
+    assert chi2_contingency(table.numpy()).pvalue > 1e-3
+    assert 0.05 < (test.labels == test.groups).float().mean() < 0.15
+
+
+def test_same_seed_same_tensors_bit_for_bit(mnist_dir):
+    def generate(seed):
+        return ColoredMNISTDataModule(data_dir=str(mnist_dir), seed=seed).generate()
+
+    first, second, other = generate(7), generate(7), generate(8)
+    for split in ("train", "val", "test"):
+        assert all(torch.equal(a, b) for a, b in zip(first[split], second[split], strict=True))
+    assert not torch.equal(first["train"][0], other["train"][0])
+
+
+def test_cache_round_trip(mnist_dir, tmp_path):
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), cache=True, seed=5)
+    dm.setup()
+    cached = ColoredMNISTDataModule(data_dir=str(mnist_dir), cache=True, seed=5)
+    assert cached._load_cache() is not None
+    cached.setup()
+    assert torch.equal(dm.splits["test"].images, cached.splits["test"].images)
+
+
+def test_batches_follow_the_contract(mnist_dir):
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), batch_size=32)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {IMAGE, LABEL, BIAS_TARGET, BIAS_GROUP}
+    assert batch[IMAGE].shape == (32, 3, 28, 28) and batch[IMAGE].dtype == torch.float32
+    assert batch[IMAGE].min() >= 0.0 and batch[IMAGE].max() <= 1.0
+    assert batch[LABEL].shape == (32,) and batch[LABEL].dtype == torch.int64
+    assert batch[BIAS_TARGET].shape == (32, 3, 14, 14) and batch[BIAS_TARGET].dtype == torch.int64
+    assert batch[BIAS_GROUP].shape == (32,)
+    values = batch[BIAS_TARGET].unique().tolist()
+    assert IGNORE_INDEX in values and all(v == IGNORE_INDEX or 0 <= v < 8 for v in values)
+
+
+def test_color_bin_target_matches_the_official_recipe():
+    image = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    image[0, :, 1, 1] = torch.tensor([255, 31, 32])  # kept by nearest 4->2 (pixel centres 1, 3)
+    image[0, :, 3, 3] = torch.tensor([0, 0, 0])  # black: background
+    image[0, :, 1, 3] = torch.tensor([0, 100, 0])
+    image[0, :, 0, 0] = torch.tensor([255, 255, 255])  # dropped by the downsampling
+    target = color_bin_target(image, 2, num_bins=8)
+    assert target.shape == (1, 3, 2, 2)
+    assert target[0, :, 0, 0].tolist() == [7, 0, 1]
+    assert target[0, :, 0, 1].tolist() == [0, 3, 0]
+    assert target[0, :, 1, 1].tolist() == [IGNORE_INDEX] * 3
+    assert target[0, :, 1, 0].tolist() == [IGNORE_INDEX] * 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"color_var": -0.1}, "data.color_var"),
+        ({"color_var": 0.0}, "data.color_var"),
+        ({"color_var": float("nan")}, "data.color_var"),
+        ({"color_var": 2.0}, "data.color_var"),
+        ({"batch_size": -4}, "data.batch_size"),
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"palette": [[255, 0, 0]] * 7}, "data.palette"),
+        ({"palette": "rainbow"}, "data.palette"),
+        ({"palette": [[300, 0, 0]] * 10}, "data.palette"),
+        ({"val_fraction": 1.5}, "data.val_fraction"),
+    ],
+)
+def test_bad_input_names_the_key(kwargs, key, tmp_path):
+    with pytest.raises(ConfigError, match=key):
+        ColoredMNISTDataModule(data_dir=str(tmp_path), **kwargs)
+
+
+def test_missing_mnist_names_folder_and_files(tmp_path):
+    dm = ColoredMNISTDataModule(data_dir=str(tmp_path), download=False)
+    with pytest.raises(DataNotFoundError) as err:
+        dm.prepare_data()
+    message = str(err.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        assert name in message
+    assert "data.data_dir" in message
+
+
+def test_failed_download_gives_the_same_guidance(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(MNIST, "download", offline)
+    with pytest.raises(DataNotFoundError, match="four IDX files"):
+        ColoredMNISTDataModule(data_dir=str(tmp_path), download=True).prepare_data()

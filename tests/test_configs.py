@@ -1,0 +1,79 @@
+"""Every config composes and instantiates; typos and bad values fail at start."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+import pytorch_lightning as pl
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from torch import nn
+
+from lnl_lightning.config import CONFIG_MODULE, build
+from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
+from lnl_lightning.loggers import build_loggers
+from lnl_lightning.models.lnl_module import LNLModule
+
+EXPERIMENTS = sorted(
+    p.name.removesuffix(".yaml")
+    for p in resources.files(CONFIG_MODULE).joinpath("experiment").iterdir()
+    if p.name.endswith(".yaml")
+)
+
+
+def compose_train(overrides: list[str], tmp_path) -> object:
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+
+
+def test_experiments_are_found():
+    assert {"colored_mnist", "colored_mnist_baseline"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(experiment, tmp_path, mnist_dir):
+    cfg = compose_train([f"experiment={experiment}", f"data.data_dir={mnist_dir}"], tmp_path)
+    datamodule = build(cfg.data)
+    assert isinstance(datamodule, pl.LightningDataModule) and hasattr(datamodule, "bias_spec")
+    nets = {name: build(node) for name, node in cfg.net.items()}
+    assert set(nets) == {"feature_extractor", "label_head", "bias_head"}
+    assert all(isinstance(n, nn.Module) for n in nets.values())
+    model = build(cfg.model, _partial_=True)(**nets, bias_spec=datamodule.bias_spec)
+    assert isinstance(model, LNLModule)
+    callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg))
+    assert isinstance(trainer, pl.Trainer)
+    assert cfg.method == ("baseline" if experiment.endswith("baseline") else "lnl")
+
+
+def test_baseline_is_lnl_with_zero_weights(tmp_path):
+    lnl = compose_train(["model=lnl"], tmp_path)
+    baseline = compose_train(["model=baseline"], tmp_path)
+    assert (lnl.model.lambda_, lnl.model.mu) == (0.01, 0.1)
+    assert (baseline.model.lambda_, baseline.model.mu) == (0.0, 0.0)
+    for key in ("optimizer", "scheduler", "_target_"):
+        assert lnl.model[key] == baseline.model[key]
+
+
+def test_official_optimizer_defaults(tmp_path):
+    cfg = compose_train(["experiment=colored_mnist"], tmp_path)
+    assert cfg.model.optimizer.lr == 0.01 and cfg.model.optimizer.momentum == 0.9
+    assert cfg.model.optimizer.weight_decay == 5e-4 and cfg.model.warm_start_lr == 0.001
+    assert (cfg.model.scheduler.step_size, cfg.model.scheduler.gamma) == (40, 0.1)
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard"])
+def test_loggers_instantiate(logger, tmp_path):
+    cfg = compose_train([f"logger={logger}"], tmp_path)
+    assert len(build_loggers(cfg)) == 1
+
+
+def test_typo_in_a_key_fails_at_composition(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="lamda"):
+        compose_train(["model.lamda=0.1"], tmp_path)
+
+
+def test_data_module_is_the_one_named(tmp_path, mnist_dir):
+    cfg = compose_train(["data=colored_mnist", f"data.data_dir={mnist_dir}"], tmp_path)
+    assert isinstance(build(cfg.data), ColoredMNISTDataModule)

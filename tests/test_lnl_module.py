@@ -1,0 +1,185 @@
+"""The training step is the official algorithm: checked weight by weight on one batch."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from lnl_lightning.data.colored_mnist import pass_batch
+from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, BiasSpec
+from lnl_lightning.errors import ConfigError
+from lnl_lightning.models import networks
+from lnl_lightning.models.lnl_module import LNLModule, negative_entropy
+
+from .conftest import random_batch
+
+SPEC = BiasSpec(
+    num_classes=10,
+    num_bias_groups=10,
+    num_bias_classes=8,
+    aligned_cells=tuple((c, c) for c in range(10)),
+)
+LR = 0.1
+
+
+def make_module(lambda_: float, mu: float) -> LNLModule:
+    torch.manual_seed(0)
+    return LNLModule(
+        networks.mnist_feature_extractor(),
+        networks.mnist_label_head(10),
+        networks.PixelColorHead(),
+        SPEC,
+        lambda_=lambda_,
+        mu=mu,
+        # plain SGD: an update is exactly -lr x gradient, so it can be predicted
+        optimizer=functools.partial(torch.optim.SGD, lr=LR),
+    )
+
+
+def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def changed(before: dict, after: dict) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def snapshot(model: LNLModule) -> dict[str, dict]:
+    return {
+        name: params(getattr(model, name))
+        for name in ("feature_extractor", "label_head", "bias_head")
+    }
+
+
+def run_one_step(model: LNLModule, batch: dict) -> list[tuple[str, dict, dict, LNLModule]]:
+    """Fit on one batch; record the weights around step 1 and step 2."""
+    records = []
+    for step in ("label_step", "bias_step"):
+        original = getattr(model, step)
+
+        def spy(*args, _original=original, _step=step):
+            before, frozen = snapshot(model), copy.deepcopy(model)
+            out = _original(*args)
+            records.append((_step, before, snapshot(model), frozen))
+            return out
+
+        setattr(model, step, spy)
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
+    trainer.fit(model, DataLoader([batch], batch_size=None, collate_fn=pass_batch))
+    return records
+
+
+def expected_bias_gradient_on_f(frozen: LNLModule, batch: dict) -> dict[str, torch.Tensor]:
+    """d CE(h(f(x)), bias_target) / d f, without any reversal, on a frozen copy of the model."""
+    frozen.train()
+    frozen.zero_grad()
+    loss = F.cross_entropy(
+        frozen.bias_head(frozen.feature_extractor(batch[IMAGE])),
+        batch[BIAS_TARGET],
+        ignore_index=IGNORE_INDEX,
+    )
+    loss.backward()
+    return {k: p.grad.clone() for k, p in frozen.feature_extractor.named_parameters()}
+
+
+@pytest.mark.parametrize("mu", [0.1, 1.0])
+def test_lnl_step_follows_the_official_algorithm(mu):
+    batch = random_batch()
+    records = run_one_step(make_module(lambda_=0.01, mu=mu), batch)
+    (_, before1, after1, _), (_, before2, after2, frozen2) = records
+
+    # step 1: f and g learn, h is not updated
+    assert changed(before1["feature_extractor"], after1["feature_extractor"])
+    assert changed(before1["label_head"], after1["label_head"])
+    assert not changed(before1["bias_head"], after1["bias_head"])
+
+    # step 2: h learns, g is untouched, f moves by +lr * mu * dL_bias/df (reversed descent)
+    assert changed(before2["bias_head"], after2["bias_head"])
+    assert not changed(before2["label_head"], after2["label_head"])
+    grad = expected_bias_gradient_on_f(frozen2, batch)
+    for name, g in grad.items():
+        update = after2["feature_extractor"][name] - before2["feature_extractor"][name]
+        assert torch.allclose(update, LR * mu * g, atol=1e-6, rtol=1e-4), name
+    assert any(g.abs().sum() > 0 for g in grad.values())
+
+
+def test_baseline_leaves_f_untouched_by_the_bias_loss():
+    batch = random_batch()
+    records = run_one_step(make_module(lambda_=0.0, mu=0.0), batch)
+    (_, before1, after1, _), (_, before2, after2, _) = records
+    assert changed(before1["feature_extractor"], after1["feature_extractor"])
+    assert not changed(before1["bias_head"], after1["bias_head"])
+    # the probe h trains, on detached features
+    assert changed(before2["bias_head"], after2["bias_head"])
+    assert not changed(before2["feature_extractor"], after2["feature_extractor"])
+    assert not changed(before2["label_head"], after2["label_head"])
+
+
+def test_entropy_term_moves_f_differently_from_plain_training():
+    batch = random_batch()
+    plain = run_one_step(make_module(lambda_=0.0, mu=0.0), batch)[0][2]["feature_extractor"]
+    with_entropy = run_one_step(make_module(lambda_=1.0, mu=0.0), batch)[0][2]["feature_extractor"]
+    assert changed(plain, with_entropy)
+
+
+def test_negative_entropy_is_safe_and_correct():
+    uniform = torch.zeros(2, 8, 3, 4, 4)
+    assert negative_entropy(uniform).item() == pytest.approx(-torch.log(torch.tensor(8.0)).item())
+    certain = torch.zeros(2, 8)
+    certain[:, 0] = 1e4  # p = 0 elsewhere: naive p * log(p) gives NaN
+    value = negative_entropy(certain)
+    assert torch.isfinite(value) and value.item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"), [({"lambda_": -1.0}, "model.lambda_"), ({"mu": -0.5}, "model.mu")]
+)
+def test_negative_weights_are_rejected(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        LNLModule(
+            networks.mnist_feature_extractor(),
+            networks.mnist_label_head(),
+            networks.PixelColorHead(),
+            SPEC,
+            **kwargs,
+        )
+
+
+def test_warm_start_loads_f_and_g_only(tmp_path):
+    source = make_module(0.0, 0.0)
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "base.ckpt")
+    torch.manual_seed(123)
+    target = LNLModule(
+        networks.mnist_feature_extractor(),
+        networks.mnist_label_head(),
+        networks.PixelColorHead(),
+        SPEC,
+        init_from=str(tmp_path / "base.ckpt"),
+    )
+    assert not changed(params(source.feature_extractor), params(target.feature_extractor))
+    assert not changed(params(source.label_head), params(target.label_head))
+    assert changed(params(source.bias_head), params(target.bias_head))
+    optimizers = target.configure_optimizers()  # no scheduler configured: a list of two
+    assert all(group["lr"] == 0.001 for opt in optimizers for group in opt.param_groups)
+    with pytest.raises(ConfigError, match="model.init_from"):
+        LNLModule(
+            networks.mnist_feature_extractor(),
+            networks.mnist_label_head(),
+            networks.PixelColorHead(),
+            SPEC,
+            init_from=str(tmp_path / "missing.ckpt"),
+        )
