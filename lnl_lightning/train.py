@@ -109,6 +109,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
         (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("Metrics written to %s", out_dir / "metrics.json")
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()  # one W&B run per job, also inside a multirun
     return metrics
 
 

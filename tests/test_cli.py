@@ -23,8 +23,9 @@ METRIC_KEYS = {
 }
 
 
-def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+def run_cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **env_vars}
+    env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-m", "lnl_lightning", *overrides],
         cwd=cwd,
@@ -35,8 +36,8 @@ def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def run_ok(*overrides: str, cwd: Path) -> dict:
-    result = run_cli(*overrides, cwd=cwd)
+def run_ok(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess:
+    result = run_cli(*overrides, cwd=cwd, **env_vars)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -139,3 +140,21 @@ def test_missing_mnist_tells_where_and_what(tmp_path):
     assert result.returncode == 2
     assert str(tmp_path / "empty" / "MNIST" / "raw") in result.stderr
     assert "train-images-idx3-ubyte" in result.stderr and "t10k-labels-idx1-ubyte" in result.stderr
+
+
+def test_wandb_without_credentials_logs_offline_and_says_how_to_sync(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    result = run_ok(
+        "experiment=colored_mnist",
+        "debug=fast",
+        "logger=wandb",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        WANDB_MODE=None,
+        WANDB_API_KEY=None,
+        HOME=str(tmp_path),
+    )
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
+    assert f"wandb sync {run_dir / 'wandb'}" in result.stdout + result.stderr

@@ -200,6 +200,9 @@ class LNLModule(pl.LightningModule):
         values = {f"{stage}/{name}": value for name, value in group_acc.compute().items()}
         values[f"{stage}/bias_acc"] = self.bias_acc[stage].compute()
         self.log_dict(values, prog_bar=False)
+        if not self.trainer.sanity_checking:
+            summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
+            log.info("epoch %d  %s", self.current_epoch, summary)
         with group_acc.sync_context():
             self.group_counts[stage] = (
                 group_acc.correct.cpu().clone(),
