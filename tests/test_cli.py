@@ -86,6 +86,17 @@ def test_run_writes_metrics_and_artifacts(method, lnl_run, tmp_path, mnist_dir):
     assert len((run_dir / "group_acc_test.csv").read_text().splitlines()) == 1 + 10 * 10
 
 
+def test_checkpoint_holds_both_optimizers_and_schedulers(lnl_run):
+    import torch
+
+    ckpt = torch.load(lnl_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert len(ckpt["optimizer_states"]) == 2  # f+g and h
+    assert len(ckpt["lr_schedulers"]) == 2
+    # saved after the epoch's scheduler step, so a resumed run continues the schedule exactly
+    assert [s["last_epoch"] for s in ckpt["lr_schedulers"]] == [1, 1]
+    assert any(k.startswith("bias_head.") for k in ckpt["state_dict"])
+
+
 def test_resume_continues_from_the_checkpoint(lnl_run, tmp_path, mnist_dir):
     first = json.loads((lnl_run / "metrics.json").read_text())
     resumed_dir = tmp_path / "resumed"

@@ -202,7 +202,8 @@ class LNLModule(pl.LightningModule):
         self.log_dict(values, prog_bar=False)
         if not self.trainer.sanity_checking:
             summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
-            log.info("epoch %d  %s", self.current_epoch, summary)
+            when = f"epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else "final"
+            log.info("%s  %s", when, summary)
         with group_acc.sync_context():
             self.group_counts[stage] = (
                 group_acc.correct.cpu().clone(),
