@@ -25,10 +25,15 @@ class GroupAccuracy(Metric):
 
     full_state_update = False
 
-    def __init__(self, aligned_mask: torch.Tensor) -> None:
+    def __init__(
+        self, aligned_mask: torch.Tensor, conflicting_mask: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         num_classes, num_groups = aligned_mask.shape
         self.aligned_mask = aligned_mask.bool()
+        self.conflicting_mask = (
+            ~self.aligned_mask if conflicting_mask is None else conflicting_mask.bool()
+        )
         self.add_state("correct", torch.zeros(num_classes, num_groups, dtype=torch.long), "sum")
         self.add_state("total", torch.zeros(num_classes, num_groups, dtype=torch.long), "sum")
 
@@ -47,9 +52,10 @@ class GroupAccuracy(Metric):
         return cell_accuracy(self.correct, self.total)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        mask = self.aligned_mask.to(self.total.device)
+        aligned = self.aligned_mask.to(self.total.device)
+        conflicting = self.conflicting_mask.to(self.total.device)
         result = {"acc": self.correct.sum() / self.total.sum().clamp(min=1)}
-        for name, cells in (("acc_aligned", mask), ("acc_conflicting", ~mask)):
+        for name, cells in (("acc_aligned", aligned), ("acc_conflicting", conflicting)):
             total = self.total[cells].sum()
             if total > 0:
                 result[name] = self.correct[cells].sum() / total

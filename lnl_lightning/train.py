@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from lnl_lightning.config import build
+from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.loggers import build_loggers
 from lnl_lightning.metrics import save_group_matrix
@@ -37,6 +38,15 @@ def print_config_tree(cfg: DictConfig) -> None:
     rich.print(tree)
 
 
+def build_networks(net_cfg: DictConfig, spec: BiasSpec) -> dict[str, Any]:
+    """f, g and h from ``cfg.net``; the heads' class counts come from the datamodule's spec."""
+    return {
+        "feature_extractor": build(net_cfg.feature_extractor),
+        "label_head": build(net_cfg.label_head, num_classes=spec.num_classes),
+        "bias_head": build(net_cfg.bias_head, num_classes=spec.num_bias_classes),
+    }
+
+
 def check_config(cfg: DictConfig) -> None:
     """Checks on top-level keys that no component owns, made before any work."""
     if cfg.test_ckpt not in TEST_CKPT_CHOICES:
@@ -58,9 +68,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
 
     datamodule = build(cfg.data)
-    networks = {name: build(node) for name, node in cfg.net.items()}
     pl.seed_everything(cfg.seed, workers=True)
-    model = build(cfg.model, _partial_=True)(**networks, bias_spec=datamodule.bias_spec)
+    networks = build_networks(cfg.net, datamodule.bias_spec)
+    model = build(cfg.model, _partial_=True)(
+        **networks, bias_spec=datamodule.bias_spec, test_names=datamodule.test_names
+    )
     callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)

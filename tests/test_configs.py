@@ -14,6 +14,7 @@ from lnl_lightning.config import CONFIG_MODULE, build
 from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
 from lnl_lightning.loggers import build_loggers
 from lnl_lightning.models.lnl_module import LNLModule
+from lnl_lightning.train import build_networks
 
 EXPERIMENTS = sorted(
     p.name.removesuffix(".yaml")
@@ -36,10 +37,12 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path, mnist_dir):
     cfg = compose_train([f"experiment={experiment}", f"data.data_dir={mnist_dir}"], tmp_path)
     datamodule = build(cfg.data)
     assert isinstance(datamodule, pl.LightningDataModule) and hasattr(datamodule, "bias_spec")
-    nets = {name: build(node) for name, node in cfg.net.items()}
+    nets = build_networks(cfg.net, datamodule.bias_spec)
     assert set(nets) == {"feature_extractor", "label_head", "bias_head"}
     assert all(isinstance(n, nn.Module) for n in nets.values())
-    model = build(cfg.model, _partial_=True)(**nets, bias_spec=datamodule.bias_spec)
+    model = build(cfg.model, _partial_=True)(
+        **nets, bias_spec=datamodule.bias_spec, test_names=datamodule.test_names
+    )
     assert isinstance(model, LNLModule)
     callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
     trainer = build(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg))

@@ -234,6 +234,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self.download = download
         self.cache = cache
         self.splits: dict[str, ColoredImages] = {}
+        self.test_names = ("test",)
         self.bias_spec = BiasSpec(
             num_classes=NUM_DIGITS,
             num_bias_groups=NUM_DIGITS,

@@ -41,8 +41,10 @@ class BiasSpec:
         num_bias_groups: number of values ``bias_group`` takes.
         num_bias_classes: number of classes of ``bias_target`` (per pixel or per image).
         aligned_cells: the ``(label, bias_group)`` cells where the bias agrees with
-            the spurious correlation of the training set; every other cell is
-            bias-conflicting.
+            the spurious correlation of the training set.
+        conflicting_cells: the cells where it disagrees; None means every cell that
+            is not aligned. Cells in neither set (e.g. a middle age group) count in
+            ``acc`` and ``acc_unbiased`` only.
         class_names: optional display names of the label classes.
         group_names: optional display names of the bias groups.
     """
@@ -51,15 +53,25 @@ class BiasSpec:
     num_bias_groups: int
     num_bias_classes: int
     aligned_cells: tuple[tuple[int, int], ...]
+    conflicting_cells: tuple[tuple[int, int], ...] | None = None
     class_names: tuple[str, ...] | None = None
     group_names: tuple[str, ...] | None = None
 
-    def aligned_mask(self) -> torch.Tensor:
-        """Boolean ``(num_classes, num_bias_groups)`` matrix, True on aligned cells."""
+    def _mask(self, cells: tuple[tuple[int, int], ...]) -> torch.Tensor:
         mask = torch.zeros(self.num_classes, self.num_bias_groups, dtype=torch.bool)
-        for label, group in self.aligned_cells:
+        for label, group in cells:
             mask[label, group] = True
         return mask
+
+    def aligned_mask(self) -> torch.Tensor:
+        """Boolean ``(num_classes, num_bias_groups)`` matrix, True on aligned cells."""
+        return self._mask(self.aligned_cells)
+
+    def conflicting_mask(self) -> torch.Tensor:
+        """Boolean ``(num_classes, num_bias_groups)`` matrix, True on conflicting cells."""
+        if self.conflicting_cells is None:
+            return ~self.aligned_mask()
+        return self._mask(self.conflicting_cells)
 
 
 def color_bin_target(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class LNLModule(pl.LightningModule):
         optimizer: factory ``params -> optimizer`` (a Hydra partial); one optimizer is
             built for f+g and one for h.
         scheduler: factory ``optimizer -> LR scheduler`` stepped once per epoch, or None.
+        test_names: metric prefix of each test dataloader, in order (``test/acc``,
+            ``test_tb2/acc``, ...).
         init_from: Lightning checkpoint whose f and g weights warm-start this run.
         warm_start_lr: learning rate used instead of the optimizer's when ``init_from``
             is set (the official code fine-tunes at 0.001); None keeps the optimizer's.
@@ -78,6 +80,7 @@ class LNLModule(pl.LightningModule):
         mu: float = 0.1,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        test_names: Sequence[str] = ("test",),
         init_from: str | None = None,
         warm_start_lr: float | None = 0.001,
     ) -> None:
@@ -98,12 +101,17 @@ class LNLModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.init_from = init_from
         self.warm_start_lr = warm_start_lr
+        self.test_names = tuple(test_names)
+        stages = ("val", *self.test_names)
 
         self.train_label_loss = MeanMetric()
         self.train_bias_loss = MeanMetric()
         self.train_acc = MeanMetric()
         self.group_acc = nn.ModuleDict(
-            {stage: GroupAccuracy(bias_spec.aligned_mask()) for stage in ("val", "test")}
+            {
+                stage: GroupAccuracy(bias_spec.aligned_mask(), bias_spec.conflicting_mask())
+                for stage in stages
+            }
         )
         self.bias_acc = nn.ModuleDict(
             {
@@ -112,7 +120,7 @@ class LNLModule(pl.LightningModule):
                     average="micro",
                     ignore_index=IGNORE_INDEX,
                 )
-                for stage in ("val", "test")
+                for stage in stages
             }
         )
         # Synced (correct, total) counts of the last val/test epoch, for the run folder.
@@ -218,11 +226,14 @@ class LNLModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_stage("val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate(batch, self.test_names[dataloader_idx])
 
     def on_test_epoch_end(self) -> None:
-        self._log_stage("test")
+        for name in self.test_names:
+            self._log_stage(name)
 
     # ----------------------------------------------------------------- set-up
     def configure_optimizers(self) -> Any:

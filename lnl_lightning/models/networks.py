@@ -37,20 +37,22 @@ def mnist_label_head(num_classes: int = 10) -> nn.Module:
 
 
 class PixelColorHead(nn.Module):
-    """h for colour bias: conv-BN-ReLU-conv giving ``num_bins`` classes per RGB channel per pixel.
+    """h for colour bias: conv-BN-ReLU-conv giving ``num_classes`` colour bins per RGB channel.
 
-    Output logits are shaped ``(N, num_bins, 3, H, W)`` so that plain cross-entropy with
+    Output logits are shaped ``(N, num_classes, 3, H, W)`` so that plain cross-entropy with
     an ignore index applies against a ``(N, 3, H, W)`` colour-bin target.
     """
 
-    def __init__(self, in_channels: int = 32, hidden_channels: int = 32, num_bins: int = 8) -> None:
+    def __init__(
+        self, in_channels: int = 32, hidden_channels: int = 32, num_classes: int = 8
+    ) -> None:
         super().__init__()
-        self.num_bins = num_bins
+        self.num_bins = num_classes
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
             nn.BatchNorm2d(hidden_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_channels, 3 * num_bins, kernel_size=3, padding=1),
+            nn.Conv2d(hidden_channels, 3 * num_classes, kernel_size=3, padding=1),
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
