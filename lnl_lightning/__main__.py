@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE, register_resolvers
-from lnl_lightning.errors import ConfigError, DataNotFoundError
+from lnl_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger("lnl_lightning")
 
@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         metrics = run(cfg)
-    except (ConfigError, DataNotFoundError) as err:
+    except (ConfigError, DataError) as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

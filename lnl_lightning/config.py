@@ -8,7 +8,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lnl_lightning.errors import ConfigError, DataNotFoundError
+from lnl_lightning.errors import ConfigError, DataError
 
 CONFIG_MODULE = "lnl_lightning.conf"
 
@@ -30,7 +30,7 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        if isinstance(cause, (ConfigError, DataNotFoundError)):
+        if isinstance(cause, (ConfigError, DataError)):
             raise cause from None
         raise
 

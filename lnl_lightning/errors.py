@@ -5,5 +5,9 @@ class ConfigError(ValueError):
     """A config value that cannot work. The message names the key and what was expected."""
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataError(RuntimeError):
+    """Dataset files are unusable (unreadable, inconsistent). The message names the files."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
     """Dataset files are missing. The message names the folder, the files and how to get them."""

@@ -169,3 +169,35 @@ def test_wandb_without_credentials_logs_offline_and_says_how_to_sync(tmp_path, m
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
     assert f"wandb sync {run_dir / 'wandb'}" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("experiment", "method", "test_sets"),
+    [
+        ("dogs_cats", "lnl", ["test_tb2"]),
+        ("dogs_cats_baseline", "baseline", ["test_tb2"]),
+        ("imdb_face", "lnl", ["test_eb2", "test"]),
+        ("imdb_face_baseline", "baseline", ["test_eb2", "test"]),
+        ("imdb_face_age", "lnl", ["test_eb2", "test"]),
+        ("imdb_face_age_baseline", "baseline", ["test_eb2", "test"]),
+        ("image_csv", "lnl", ["test"]),
+    ],
+)
+def test_real_image_experiments_run_end_to_end(
+    experiment, method, test_sets, tmp_path, experiment_overrides
+):
+    run_dir = tmp_path / "run"
+    run_ok(
+        f"experiment={experiment}",
+        "debug=fast",
+        *experiment_overrides(experiment),
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["method"] == method
+    for name in test_sets:
+        assert {f"{name}/acc", f"{name}/acc_unbiased", f"{name}/bias_acc"} <= set(
+            summary["metrics"]
+        )
+        assert (run_dir / f"group_acc_{name}.png").is_file()

@@ -29,12 +29,22 @@ def compose_train(overrides: list[str], tmp_path) -> object:
 
 
 def test_experiments_are_found():
-    assert {"colored_mnist", "colored_mnist_baseline"} <= set(EXPERIMENTS)
+    assert set(EXPERIMENTS) == {
+        "colored_mnist",
+        "colored_mnist_baseline",
+        "dogs_cats",
+        "dogs_cats_baseline",
+        "imdb_face",
+        "imdb_face_baseline",
+        "imdb_face_age",
+        "imdb_face_age_baseline",
+        "image_csv",
+    }
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_and_instantiates(experiment, tmp_path, mnist_dir):
-    cfg = compose_train([f"experiment={experiment}", f"data.data_dir={mnist_dir}"], tmp_path)
+def test_experiment_composes_and_instantiates(experiment, tmp_path, experiment_overrides):
+    cfg = compose_train([f"experiment={experiment}", *experiment_overrides(experiment)], tmp_path)
     datamodule = build(cfg.data)
     assert isinstance(datamodule, pl.LightningDataModule) and hasattr(datamodule, "bias_spec")
     nets = build_networks(cfg.net, datamodule.bias_spec)
@@ -80,3 +90,40 @@ def test_typo_in_a_key_fails_at_composition(tmp_path):
 def test_data_module_is_the_one_named(tmp_path, mnist_dir):
     cfg = compose_train(["data=colored_mnist", f"data.data_dir={mnist_dir}"], tmp_path)
     assert isinstance(build(cfg.data), ColoredMNISTDataModule)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "data_cls", "head"),
+    [
+        ("dogs_cats", "DogsCatsDataModule", "PixelColorHead"),
+        ("imdb_face", "IMDBFaceDataModule", "CategoricalBiasHead"),
+        ("image_csv", "ImageCSVDataModule", "CategoricalBiasHead"),
+    ],
+)
+def test_real_image_experiments_use_resnet18_split(
+    experiment, data_cls, head, tmp_path, experiment_overrides
+):
+    cfg = compose_train([f"experiment={experiment}", *experiment_overrides(experiment)], tmp_path)
+    datamodule = build(cfg.data)
+    assert type(datamodule).__name__ == data_cls
+    nets = build_networks(cfg.net, datamodule.bias_spec)
+    assert type(nets["bias_head"]).__name__ == head
+    import torch
+
+    features = nets["feature_extractor"](torch.zeros(2, 3, 64, 64))
+    assert features.shape == (2, 128, 8, 8)
+    assert nets["label_head"](features).shape == (2, datamodule.bias_spec.num_classes)
+
+
+def test_pretrained_weights_unavailable_says_how_to_proceed(monkeypatch):
+    from torchvision.models import ResNet18_Weights
+
+    from lnl_lightning.errors import DataNotFoundError
+    from lnl_lightning.models.networks import resnet18_feature_extractor
+
+    def offline(self, *args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(DataNotFoundError, match="net.pretrained=false"):
+        resnet18_feature_extractor(pretrained=True)

@@ -2,13 +2,17 @@
 
 The Colored MNIST networks follow the official Learning Not to Learn code: f maps a
 28x28 image to a 32x14x14 feature map; g classifies it; h predicts the colour bin of
-every pixel of that map for each RGB channel.
+every pixel of that map for each RGB channel. For real images, ResNet-18 is split after
+layer2 (f) as in the paper; h is a colour head on f's map or one linear layer on its
+pooled features.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from lnl_lightning.errors import DataNotFoundError
 
 
 def mnist_feature_extractor() -> nn.Module:
@@ -59,3 +63,46 @@ class PixelColorHead(nn.Module):
         logits = self.layers(features)
         n, _, h, w = logits.shape
         return logits.view(n, 3, self.num_bins, h, w).transpose(1, 2)
+
+
+class CategoricalBiasHead(nn.Module):
+    """h for a categorical bias (age bins, gender): global average pool -> one linear layer."""
+
+    def __init__(self, in_channels: int = 128, num_classes: int = 2) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(in_channels, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.pool(features).flatten(1))
+
+
+def _resnet18(pretrained: bool) -> nn.Module:
+    """torchvision ResNet-18, with ImageNet weights if asked; a clear error if unavailable."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    if not pretrained:
+        return resnet18(weights=None)
+    try:
+        return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad cache a RuntimeError
+        raise DataNotFoundError(
+            f"net.pretrained=true needs torchvision's ImageNet weights for ResNet-18, which could "
+            f"not be loaded ({err}). Put resnet18-f37072fd.pth in "
+            f"{torch.hub.get_dir()}/checkpoints/ (or set TORCH_HOME), or run with "
+            f"net.pretrained=false to train from scratch."
+        ) from err
+
+
+def resnet18_feature_extractor(pretrained: bool = True) -> nn.Module:
+    """f: ResNet-18 stem + layer1 + layer2 (128 channels at 1/8 of the input size)."""
+    net = _resnet18(pretrained)
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2)
+
+
+def resnet18_label_head(num_classes: int, pretrained: bool = True) -> nn.Module:
+    """g: ResNet-18 layer3 + layer4 + global average pool + a new linear layer."""
+    net = _resnet18(pretrained)
+    return nn.Sequential(
+        net.layer3, net.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)
+    )

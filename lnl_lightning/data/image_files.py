@@ -1,0 +1,173 @@
+"""Image files on disk in the batch contract: shared by Dogs & Cats, IMDB-Face and user CSVs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IMAGE, LABEL, color_bin_target
+from lnl_lightning.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_UNREADABLE_FRACTION = 0.01
+
+
+@dataclass
+class ImageRecords:
+    """One split: image paths with their label, bias group and (per-image) bias target.
+
+    ``bias_targets`` is None when the bias target is the per-pixel colour map, which is
+    computed from the image itself.
+    """
+
+    paths: list[Path]
+    labels: np.ndarray
+    groups: np.ndarray
+    bias_targets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> ImageRecords:
+        index = np.asarray(index, dtype=np.int64)
+        return ImageRecords(
+            [self.paths[i] for i in index],
+            self.labels[index],
+            self.groups[index],
+            None if self.bias_targets is None else self.bias_targets[index],
+        )
+
+    def split(self, fraction: float, seed: int) -> tuple[ImageRecords, ImageRecords]:
+        """Seeded random split into (rest, held-out ``fraction``)."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        num_held = int(round(fraction * len(self)))
+        return self.subset(np.sort(order[num_held:])), self.subset(np.sort(order[:num_held]))
+
+
+def drop_unreadable(records: ImageRecords, split: str) -> ImageRecords:
+    """Drop files PIL cannot open (warning with the count); stop if more than 1% of a split.
+
+    ``Image.verify`` reads each file's structure without decoding the pixels, so a scan of
+    tens of thousands of JPEGs takes seconds.
+    """
+    bad: list[int] = []
+    for i, path in enumerate(records.paths):
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError):  # PIL raises these for broken files
+            bad.append(i)
+    if not bad:
+        return records
+    names = ", ".join(str(records.paths[i]) for i in bad[:5])
+    if len(bad) > MAX_UNREADABLE_FRACTION * len(records):
+        raise DataError(
+            f"{len(bad)} of {len(records)} images of the {split} split are missing or unreadable "
+            f"(more than {MAX_UNREADABLE_FRACTION:.0%}), e.g. {names}"
+        )
+    log.warning("Skipping %d unreadable image(s) of the %s split: %s", len(bad), split, names)
+    keep = np.setdiff1d(np.arange(len(records)), bad)
+    return records.subset(keep)
+
+
+def image_transform(train: bool, image_size: int) -> v2.Compose:
+    """uint8 CHW pipeline: random resized crop + flip for training, resize + centre crop else."""
+    if train:
+        steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    else:
+        steps = [
+            v2.Resize(round(image_size * 256 / 224), antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    return v2.Compose([v2.PILToTensor(), *steps])
+
+
+class ImageFileDataset(Dataset):
+    """Reads, augments and normalises images; returns the contract's four fields.
+
+    Args:
+        records: the split's files and annotations.
+        train: use the training augmentation.
+        image_size: side of the square input.
+        color_bins: when ``records.bias_targets`` is None, the bias target is the per-pixel
+            colour map of the augmented image at ``image_size // 8`` (f's map for ResNet-18).
+    """
+
+    def __init__(
+        self, records: ImageRecords, train: bool, image_size: int, color_bins: int = 8
+    ) -> None:
+        self.records = records
+        self.transform = image_transform(train, image_size)
+        self.normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.target_size = max(1, image_size // 8)
+        self.color_bins = color_bins
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        path = self.records.paths[i]
+        try:
+            with Image.open(path) as image:
+                pixels = self.transform(image.convert("RGB"))
+        except OSError as err:
+            raise DataError(f"could not read image {path}: {err}") from err
+        if self.records.bias_targets is None:
+            bias_target = color_bin_target(pixels[None], self.target_size, self.color_bins)[0]
+        else:
+            bias_target = torch.tensor(int(self.records.bias_targets[i]))
+        return {
+            IMAGE: self.normalize(pixels.float().div_(255.0)),
+            LABEL: torch.tensor(int(self.records.labels[i])),
+            BIAS_TARGET: bias_target,
+            BIAS_GROUP: torch.tensor(int(self.records.groups[i])),
+        }
+
+
+def image_loader(
+    records: ImageRecords,
+    train: bool,
+    image_size: int,
+    batch_size: int,
+    num_workers: int,
+    color_bins: int = 8,
+) -> DataLoader:
+    """DataLoader over image files (shuffled for training)."""
+    return DataLoader(
+        ImageFileDataset(records, train, image_size, color_bins),
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train and len(records) > batch_size,  # a 1-image batch breaks BatchNorm
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def check_common(batch_size: int, image_size: int, val_fraction: float, num_workers: int) -> None:
+    """Validate the data keys every image datamodule shares."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ConfigError(f"data.image_size must be an integer >= 8, got {image_size}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    if num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+
+
+def default_workers() -> int:
+    """Up to 8 loader workers, fewer on small machines."""
+    return min(8, os.cpu_count() or 1)
