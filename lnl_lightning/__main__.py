@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
+import traceback
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE, register_resolvers
@@ -13,18 +19,42 @@ from lnl_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger("lnl_lightning")
 
+ERROR_FILE = "error.json"
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
+    """Train one configuration; return ``cfg.optimized_metric`` for sweepers (NaN if it failed).
+
+    In a multirun a failed job is recorded in its folder (``error.json``) and the sweep
+    goes on with the next job.
+    """
     from lnl_lightning.train import run  # heavy imports after Hydra has parsed the command line
 
     try:
         metrics = run(cfg)
-    except (ConfigError, DataError) as err:
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return metrics.get("val/acc")
+    except Exception as err:
+        expected = isinstance(err, (ConfigError, DataError))
+        if not is_multirun():
+            if not expected:
+                raise
+            log.error("%s", err)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        log.error("Job failed, the sweep goes on: %s", err, exc_info=not expected)
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        (out_dir / ERROR_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        return math.nan
+    value = metrics.get(cfg.optimized_metric)
+    if value is None:
+        log.warning("optimized_metric '%s' was not logged", cfg.optimized_metric)
+        return math.nan
+    return value
 
 
 register_resolvers()

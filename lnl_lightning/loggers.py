@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 from pathlib import Path
 
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 from lnl_lightning.config import build
 
@@ -40,3 +41,21 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             )
         loggers.append(build(node))
     return loggers
+
+
+def log_group_matrix(loggers: list[Logger], stage: str, csv_path: Path, png_path: Path) -> None:
+    """Send the class x bias matrix to W&B as an image and as a table."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            with csv_path.open() as f:
+                header, *rows = list(csv.reader(f))
+            logger.log_image(key=f"group_acc/{stage}", images=[str(png_path)])
+            logger.log_table(key=f"group_acc_table/{stage}", columns=header, data=rows)
+
+
+def finish_loggers(loggers: list[Logger], metrics: dict[str, float]) -> None:
+    """Final metrics as the W&B summary; finish the run so each job is its own W&B run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(metrics)
+            logger.experiment.finish()

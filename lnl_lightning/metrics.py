@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import torch
 from torchmetrics import Metric
 
@@ -67,62 +64,3 @@ class GroupAccuracy(Metric):
 def cell_accuracy(correct: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """Accuracy per cell from counts, NaN where a cell is empty."""
     return correct.double() / total.double()
-
-
-def save_group_matrix(
-    correct: torch.Tensor,
-    total: torch.Tensor,
-    out_dir: Path,
-    stem: str,
-    class_names: tuple[str, ...] | None = None,
-    group_names: tuple[str, ...] | None = None,
-    title: str = "",
-) -> tuple[Path, Path]:
-    """Write the class x bias-group accuracy matrix as ``stem.csv`` and ``stem.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    acc = cell_accuracy(correct, total).cpu()
-    total = total.cpu()
-    num_classes, num_groups = acc.shape
-    class_names = class_names or tuple(str(c) for c in range(num_classes))
-    group_names = group_names or tuple(str(g) for g in range(num_groups))
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    csv_path = out_dir / f"{stem}.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "bias_group", "accuracy", "count"])
-        for c in range(num_classes):
-            for g in range(num_groups):
-                value = "" if total[c, g] == 0 else f"{acc[c, g].item():.6f}"
-                writer.writerow([class_names[c], group_names[g], value, int(total[c, g])])
-
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * num_groups, 1.0 + 0.5 * num_classes))
-    image = ax.imshow(acc.numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
-    for c in range(num_classes):
-        for g in range(num_groups):
-            if total[c, g] > 0:
-                value = acc[c, g].item()
-                ax.text(
-                    g,
-                    c,
-                    f"{value:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if value < 0.6 else "black",
-                )
-    ax.set_xticks(range(num_groups), group_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(num_classes), class_names, fontsize=8)
-    ax.set_xlabel("bias group")
-    ax.set_ylabel("label")
-    ax.set_title(title or "accuracy per (label, bias group); blank = no images")
-    fig.colorbar(image, ax=ax, label="accuracy")
-    fig.tight_layout()
-    png_path = out_dir / f"{stem}.png"
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return csv_path, png_path

@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from lnl_lightning.config import build
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.loggers import build_loggers
-from lnl_lightning.metrics import save_group_matrix
+from lnl_lightning.figures import save_group_matrix
+from lnl_lightning.loggers import build_loggers, finish_loggers, log_group_matrix
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ def build_networks(net_cfg: DictConfig, spec: BiasSpec) -> dict[str, Any]:
 
 def check_config(cfg: DictConfig) -> None:
     """Checks on top-level keys that no component owns, made before any work."""
+    if not str(cfg.optimized_metric).startswith(("val/", "train/")):
+        raise ConfigError(
+            f"optimized_metric must be a validation (val/...) metric, got '{cfg.optimized_metric}'"
+        )
     if cfg.test_ckpt not in TEST_CKPT_CHOICES:
         raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
@@ -85,6 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             print_config_tree(cfg)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(run_fields(cfg))  # top level, for grouping and filtering
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
@@ -99,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         spec = datamodule.bias_spec
         for stage, (correct, total) in model.group_counts.items():
-            save_group_matrix(
+            csv_path, png_path = save_group_matrix(
                 correct,
                 total,
                 out_dir,
@@ -108,6 +113,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 spec.group_names,
                 title=f"{stage} accuracy per (label, bias group)",
             )
+            log_group_matrix(loggers, stage, csv_path, png_path)
         summary = {
             "metrics": dict(sorted(metrics.items())),
             "method": cfg.method,
@@ -121,10 +127,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
         (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("Metrics written to %s", out_dir / "metrics.json")
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            logger.experiment.finish()  # one W&B run per job, also inside a multirun
+    finish_loggers(loggers, metrics)
     return metrics
+
+
+def run_fields(cfg: DictConfig) -> dict[str, Any]:
+    """The fields a study is grouped and filtered by, as top-level logger config."""
+    return {
+        "method": cfg.method,
+        "lambda": cfg.model.get("lambda_"),
+        "mu": cfg.model.get("mu"),
+        "color_var": cfg.data.get("color_var"),
+        "seed": cfg.seed,
+        "study": cfg.task_name,
+    }
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from lnl_lightning.metrics import GroupAccuracy, save_group_matrix
+from lnl_lightning.figures import save_group_matrix
+from lnl_lightning.metrics import GroupAccuracy
 
 
 def test_group_accuracy_summaries():

@@ -1,0 +1,47 @@
+"""Lightning callbacks of the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+
+from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
+from lnl_lightning.figures import save_sample_grid
+
+
+class SampleGrid(pl.Callback):
+    """Once per run, a grid of training and test images captioned "label / bias group".
+
+    Written as ``samples_{train,test}.png`` in the run folder and sent to W&B when it logs.
+    """
+
+    def __init__(self, num_images: int = 32) -> None:
+        self.num_images = num_images
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if not trainer.is_global_zero or datamodule is None or self.num_images <= 0:
+            return
+        spec = datamodule.bias_spec
+        test_loader = datamodule.test_dataloader()
+        loaders = {
+            "train": datamodule.train_dataloader(),
+            "test": test_loader[0] if isinstance(test_loader, list) else test_loader,
+        }
+        for split, loader in loaders.items():
+            batch = next(iter(loader))
+            n = self.num_images
+            path = save_sample_grid(
+                batch[IMAGE][:n],
+                batch[LABEL][:n],
+                batch[BIAS_GROUP][:n],
+                Path(trainer.default_root_dir) / f"samples_{split}.png",
+                f"{split} samples",
+                spec.class_names,
+                spec.group_names,
+            )
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_image(key=f"samples/{split}", images=[str(path)])

@@ -1,0 +1,322 @@
+"""Compare runs: ``python -m lnl_lightning.report <multirun or runs folder> [--out DIR]``.
+
+Collects every ``metrics.json`` below the folder, groups the runs by configuration (all
+but the seed) and writes ``report.md`` (mean ± std over seeds, runs counted, unfinished and
+failed jobs listed) and PNG plots:
+
+- ``acc_vs_lambda.png``: unbiased test accuracy against lambda, one line per mu, the
+  baseline as a reference line;
+- ``acc_vs_color_var.png``: test accuracy against sigma^2 per method (the paper's Fig. 4
+  layout) with the published numbers as reference series (Colored MNIST runs only);
+- ``bias_acc_vs_lambda.png``: bias predictability (``test/bias_acc``) against lambda.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# Unbiased test accuracy on Colored MNIST, from the official repository's README
+# ("alternative of Fig. 4"), github.com/feidfoe/learning-not-to-learn.
+PUBLISHED_COLORED_MNIST = {
+    "baseline": {
+        0.020: 0.4055,
+        0.025: 0.4813,
+        0.030: 0.5996,
+        0.035: 0.6626,
+        0.040: 0.7333,
+        0.045: 0.7973,
+        0.050: 0.8450,
+    },
+    "lnl": {
+        0.020: 0.8185,
+        0.025: 0.8854,
+        0.030: 0.9137,
+        0.035: 0.9306,
+        0.040: 0.9406,
+        0.045: 0.9555,
+        0.050: 0.9618,
+    },
+}
+# Config fields that tell configurations apart (the seed is what repeats within one).
+KEY_FIELDS = ("task_name", "method", "lambda", "mu", "color_var", "train_split", "task")
+METHOD_STYLE = {"baseline": ("tab:gray", "o"), "lnl": ("tab:blue", "s")}
+
+
+@dataclass
+class Run:
+    """One finished job: its folder, final metrics and identifying fields."""
+
+    folder: Path
+    metrics: dict[str, float]
+    fields: dict[str, Any]
+
+
+@dataclass
+class Row:
+    """One configuration: its fields and the per-seed values of every metric."""
+
+    fields: dict[str, Any]
+    seeds: list[Any] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def mean(self, metric: str) -> float:
+        values = self.values.get(metric, [])
+        return statistics.fmean(values) if values else math.nan
+
+    def std(self, metric: str) -> float:
+        values = self.values.get(metric, [])
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
+    """The identifying fields of a run from its metrics.json and resolved config."""
+
+    def get(key: str) -> Any:
+        return OmegaConf.select(config, key, default=None) if config is not None else None
+
+    return {
+        "task_name": summary.get("task_name") or get("task_name"),
+        "method": summary.get("method") or get("method"),
+        "lambda": get("model.lambda_"),
+        "mu": get("model.mu"),
+        "color_var": get("data.color_var"),
+        "train_split": get("data.train_split"),
+        "task": get("data.task"),
+        "seed": get("seed"),
+    }
+
+
+def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
+    """Finished runs below ``root`` and the job folders without results (failed or running)."""
+    runs = []
+    for path in sorted(root.rglob("metrics.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            log.warning("Skipping unreadable %s: %s", path, err)
+            continue
+        config_path = path.parent / "config_resolved.yaml"
+        config = OmegaConf.load(config_path) if config_path.is_file() else None
+        runs.append(Run(path.parent, summary.get("metrics", {}), run_fields(summary, config)))
+    incomplete = []
+    for hydra_dir in sorted(root.rglob(".hydra")):
+        folder = hydra_dir.parent
+        if (folder / "metrics.json").is_file():
+            continue
+        error_file = folder / "error.json"
+        if error_file.is_file():
+            error = json.loads(error_file.read_text()).get("error", "")
+            incomplete.append({"folder": str(folder), "status": "failed", "error": error})
+        else:
+            incomplete.append({"folder": str(folder), "status": "running or stopped", "error": ""})
+    return runs, incomplete
+
+
+def summarize(runs: list[Run]) -> list[Row]:
+    """Group runs by every identifying field but the seed."""
+    rows: dict[tuple, Row] = {}
+    for run in runs:
+        key = tuple(run.fields.get(k) for k in KEY_FIELDS)
+        row = rows.setdefault(key, Row({k: run.fields.get(k) for k in KEY_FIELDS}))
+        row.seeds.append(run.fields.get("seed"))
+        for metric, value in run.metrics.items():
+            row.values[metric].append(float(value))
+
+    def order(row: Row) -> tuple:
+        return tuple(
+            (v is None, str(v) if isinstance(v, str) else v or 0) for v in row.fields.values()
+        )
+
+    return sorted(rows.values(), key=order)
+
+
+def metric_columns(rows: list[Row]) -> list[str]:
+    """val/acc, then accuracy, conflicting accuracy and bias accuracy of every test set."""
+    names = {m for row in rows for m in row.values}
+    tests = sorted(
+        {m.split("/")[0] for m in names if m.startswith("test")}, key=lambda t: (t != "test", t)
+    )
+    columns = [m for m in ("val/acc",) if m in names]
+    for test in tests:
+        columns += [
+            m for m in (f"{test}/acc", f"{test}/acc_conflicting", f"{test}/bias_acc") if m in names
+        ]
+    return columns
+
+
+def format_value(row: Row, metric: str) -> str:
+    if not row.values.get(metric):
+        return "–"
+    if len(row.values[metric]) == 1:
+        return f"{row.mean(metric):.4f}"
+    return f"{row.mean(metric):.4f} ± {row.std(metric):.4f}"
+
+
+def write_markdown(
+    rows: list[Row], incomplete: list[dict], plots: dict[str, str | None], path: Path
+) -> None:
+    """report.md: one row per configuration, then plots and unfinished jobs."""
+    shown = [k for k in KEY_FIELDS if any(row.fields.get(k) is not None for row in rows)]
+    columns = metric_columns(rows)
+    lines = ["# Run comparison", ""]
+    lines.append(
+        f"{sum(len(r.seeds) for r in rows)} finished run(s) in {len(rows)} configuration(s); "
+        "values are mean ± std over seeds (std with n − 1)."
+    )
+    lines.append("")
+    header = [*shown, "runs", "seeds", *columns]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in rows:
+        cells = ["–" if row.fields.get(k) is None else str(row.fields[k]) for k in shown]
+        seeds = ",".join(str(s) for s in sorted(row.seeds, key=str))
+        cells += [str(len(row.seeds)), seeds, *(format_value(row, m) for m in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Plots", ""]
+    for name, reason in plots.items():
+        lines.append(f"![{name}]({name})" if reason is None else f"- {name}: not drawn ({reason})")
+    if incomplete:
+        lines += ["", "## Jobs without results", "", "| folder | status | error |", "|---|---|---|"]
+        for job in incomplete:
+            lines.append(f"| {job['folder']} | {job['status']} | {job['error']} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _errorbar(ax: Any, rows: list[Row], x_key: str, metric: str, **style: Any) -> None:
+    rows = sorted(rows, key=lambda r: r.fields[x_key])
+    xs = [r.fields[x_key] for r in rows]
+    ax.errorbar(
+        xs, [r.mean(metric) for r in rows], yerr=[r.std(metric) for r in rows], capsize=3, **style
+    )
+
+
+def plot_vs_lambda(rows: list[Row], metric: str, ylabel: str, path: Path) -> str | None:
+    """``metric`` against lambda for LNL runs, a line per (study, sigma^2, mu); baselines dashed."""
+    lnl = [r for r in rows if r.fields["method"] == "lnl" and r.values.get(metric)]
+    if not lnl:
+        return "no LNL runs"
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    series: dict[tuple, list[Row]] = defaultdict(list)
+    for row in lnl:
+        series[(row.fields["task_name"], row.fields["color_var"], row.fields["mu"])].append(row)
+    for (task, color_var, mu), group in sorted(series.items(), key=str):
+        label = f"LNL μ={mu}" + (f", σ²={color_var}" if color_var is not None else "")
+        if len(series) > 1 and len({k[0] for k in series}) > 1:
+            label = f"{task}: {label}"
+        _errorbar(ax, group, "lambda", metric, marker="s", label=label)
+    for row in rows:
+        if row.fields["method"] == "baseline" and row.values.get(metric):
+            mean, std = row.mean(metric), row.std(metric)
+            label = "baseline" + (
+                f", σ²={row.fields['color_var']}" if row.fields["color_var"] is not None else ""
+            )
+            line = ax.axhline(mean, linestyle="--", color="tab:gray", label=label)
+            ax.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("λ (weight of the entropy term; symlog scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
+    """Test accuracy against sigma^2 per method, with the published numbers (Fig. 4 layout)."""
+    cm = [r for r in rows if r.fields["color_var"] is not None and r.values.get("test/acc")]
+    if not cm:
+        return "no Colored MNIST runs"
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    by_method: dict[str, list[Row]] = defaultdict(list)
+    for row in cm:
+        key = row.fields["method"]
+        if key == "lnl" and (row.fields["lambda"], row.fields["mu"]) != (0.01, 0.1):
+            key = f"lnl λ={row.fields['lambda']} μ={row.fields['mu']}"
+        by_method[key].append(row)
+    for method, group in sorted(by_method.items()):
+        color, marker = METHOD_STYLE.get(method, (None, "^"))
+        name = {"baseline": "baseline (this repo)", "lnl": "LNL (this repo)"}.get(method, method)
+        _errorbar(ax, group, "color_var", "test/acc", marker=marker, color=color, label=name)
+    for method, values in PUBLISHED_COLORED_MNIST.items():
+        color, marker = METHOD_STYLE[method]
+        ax.plot(
+            list(values),
+            list(values.values()),
+            linestyle=":",
+            marker=marker,
+            color=color,
+            alpha=0.6,
+            markerfacecolor="none",
+            label=f"{'baseline' if method == 'baseline' else 'LNL'} (published)",
+        )
+    ax.set_xlabel("σ² (colour variance of the training set)")
+    ax.set_ylabel("unbiased test accuracy (test/acc)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def write_report(root: Path, out: Path | None = None) -> Path:
+    """Collect the runs below ``root`` and write report.md and the plots into ``out``."""
+    out = out or root
+    out.mkdir(parents=True, exist_ok=True)
+    runs, incomplete = collect(root)
+    rows = summarize(runs)
+    plots = {
+        "acc_vs_lambda.png": plot_vs_lambda(
+            rows, "test/acc", "unbiased test accuracy (test/acc)", out / "acc_vs_lambda.png"
+        ),
+        "acc_vs_color_var.png": plot_vs_color_var(rows, out / "acc_vs_color_var.png"),
+        "bias_acc_vs_lambda.png": plot_vs_lambda(
+            rows,
+            "test/bias_acc",
+            "bias predictability (test/bias_acc)",
+            out / "bias_acc_vs_lambda.png",
+        ),
+    }
+    path = out / "report.md"
+    write_markdown(rows, incomplete, plots, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lnl_lightning.report",
+        description="Compare the runs below a folder: report.md (mean ± std over seeds) and plots.",
+    )
+    parser.add_argument("folder", type=Path, help="a multirun folder or any folder of run folders")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: the folder)"
+    )
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = write_report(args.folder, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Sweeps through the CLI, W&B offline runs read back, and the comparison report."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_module
+
+from lnl_lightning.config import CONFIG_MODULE
+from lnl_lightning.report import collect, summarize, write_report
+
+from .test_cli import run_ok
+from .wandb_records import read_run
+
+SWEEPS = sorted(
+    p.name.removesuffix(".yaml")
+    for p in resources.files(CONFIG_MODULE).joinpath("sweep").iterdir()
+    if p.name.endswith(".yaml")
+)
+
+
+def job_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob(".hydra") if p.parent.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def lambda_sweep(tmp_path_factory, mnist_dir) -> Path:
+    """A two-value lambda multirun, fast mode, logged to W&B offline (no credentials)."""
+    root = tmp_path_factory.mktemp("sweep")
+    run_ok(
+        "-m",
+        "experiment=colored_mnist",
+        "debug=fast",
+        "model.lambda_=0,0.1",
+        "logger=wandb",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=32",
+        f"paths.log_dir={root}",
+        "print_config=false",
+        cwd=root,
+        WANDB_MODE=None,
+        WANDB_API_KEY=None,
+        HOME=str(root),
+    )
+    return root
+
+
+def test_each_job_has_its_folder_metrics_and_wandb_run(lambda_sweep):
+    jobs = job_dirs(lambda_sweep)
+    assert [j.name for j in jobs] == ["0", "1"] and jobs[0].parent == jobs[1].parent
+    for job, lambda_ in zip(jobs, (0.0, 0.1), strict=True):
+        summary = json.loads((job / "metrics.json").read_text())
+        runs = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, "one W&B run per job"
+        run = read_run(runs[0])
+        assert run["group"] == "colored_mnist" and run["job_type"] == "lnl"
+        assert run["tags"] == ["colored_mnist"]
+        assert run["config"]["lambda"] == lambda_ and run["config"]["mu"] == 0.1
+        assert run["config"]["method"] == "lnl" and run["config"]["color_var"] == 0.02
+        assert run["config"]["seed"] == 0
+        assert run["summary"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
+        for logged in ("group_acc_table/test", "group_acc/test", "samples/train", "samples/test"):
+            assert any(k.startswith(logged + "/") for k in run["summary"]), logged
+        assert (job / "samples_train.png").stat().st_size > 0
+
+
+def test_report_of_the_sweep(lambda_sweep, tmp_path):
+    sweep_dir = job_dirs(lambda_sweep)[0].parent
+    report = write_report(sweep_dir, tmp_path / "report")
+    text = report.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| colored_mnist")]
+    assert len(rows) == 2 and "| lnl | 0 | 0.1 |" in rows[0] and "| lnl | 0.1 | 0.1 |" in rows[1]
+    for name in ("acc_vs_lambda.png", "acc_vs_color_var.png", "bias_acc_vs_lambda.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 5000
+        assert f"![{name}]({name})" in text
+
+
+def write_run(
+    folder: Path, method: str, lambda_: float, seed: int, acc: float, hydra_only=False
+) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    if hydra_only:
+        return
+    config = {
+        "task_name": "study",
+        "method": method,
+        "seed": seed,
+        "model": {"lambda_": lambda_, "mu": 0.1 if method == "lnl" else 0.0},
+        "data": {"color_var": 0.03},
+    }
+    (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    metrics = {"test/acc": acc, "test/bias_acc": 0.5, "val/acc": 0.99}
+    (folder / "metrics.json").write_text(
+        json.dumps({"metrics": metrics, "method": method, "task_name": "study"})
+    )
+
+
+def test_report_averages_over_seeds_and_lists_unfinished_jobs(tmp_path):
+    write_run(tmp_path / "a" / "0", "lnl", 0.01, 0, 0.70)
+    write_run(tmp_path / "a" / "1", "lnl", 0.01, 1, 0.80)
+    write_run(tmp_path / "b" / "0", "baseline", 0.0, 0, 0.40)
+    write_run(tmp_path / "b" / "1", "lnl", 0.1, 0, 0.0, hydra_only=True)  # still running
+    write_run(tmp_path / "b" / "2", "lnl", 0.1, 1, 0.0, hydra_only=True)
+    (tmp_path / "b" / "2" / "error.json").write_text(json.dumps({"error": "DataError: boom"}))
+    runs, incomplete = collect(tmp_path)
+    rows = summarize(runs)
+    lnl = next(r for r in rows if r.fields["method"] == "lnl")
+    assert lnl.mean("test/acc") == pytest.approx(0.75) and lnl.std("test/acc") == pytest.approx(
+        0.0707, abs=1e-4
+    )
+    assert sorted(lnl.seeds) == [0, 1]
+    assert {(j["status"], j["error"]) for j in incomplete} == {
+        ("running or stopped", ""),
+        ("failed", "DataError: boom"),
+    }
+    text = write_report(tmp_path).read_text()
+    assert "0.7500 ± 0.0707" in text and "| 2 | 0,1 |" in text
+    assert "DataError: boom" in text and "running or stopped" in text
+
+
+def test_report_cli_rejects_a_missing_folder(tmp_path, capsys):
+    from lnl_lightning.report import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nope")])
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path, mnist_dir):
+    result = run_ok(
+        "-m",
+        "experiment=colored_mnist",
+        "debug=fast",
+        "data.color_var=-1,0.02",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=32",
+        f"paths.log_dir={tmp_path}",
+        "print_config=false",
+        cwd=tmp_path,
+    )
+    failed, done = job_dirs(tmp_path)
+    assert (
+        "data.color_var must be in (0, 1]"
+        in json.loads((failed / "error.json").read_text())["error"]
+    )
+    assert (done / "metrics.json").is_file()
+    assert "1 job(s) completed, 1 failed" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_configs_compose(sweep, tmp_path):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"sweep={sweep}", f"paths.output_dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+    assert cfg.task_name.startswith(("sweep_", "optuna_"))
+    assert cfg.hydra.sweeper.params, "a sweep names what it sweeps"
+    assert str(cfg.optimized_metric).startswith("val/")
+
+
+def test_optuna_maximises_a_validation_metric(tmp_path, mnist_dir):
+    run_ok(
+        "-m",
+        "sweep=optuna",
+        "hydra.sweeper.n_trials=2",
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=32",
+        f"paths.log_dir={tmp_path}",
+        "print_config=false",
+        cwd=tmp_path,
+    )
+    results = yaml.safe_load(next(tmp_path.rglob("optimization_results.yaml")).read_text())
+    assert set(results["best_params"]) == {"model.lambda_", "model.mu"}
+    values = [
+        json.loads(p.read_text())["metrics"]["val/acc_unbiased"]
+        for p in tmp_path.rglob("metrics.json")
+    ]
+    assert len(values) == 2 and results["best_value"] == pytest.approx(max(values))
