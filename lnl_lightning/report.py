@@ -229,6 +229,7 @@ def plot_vs_lambda(rows: list[Row], metric: str, ylabel: str, path: Path) -> str
             line = ax.axhline(mean, linestyle="--", color="tab:gray", label=label)
             ax.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.15)
     ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlim(left=-2e-4)  # nothing lives below lambda = 0
     ax.set_xlabel("λ (weight of the entropy term; symlog scale)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -251,8 +252,9 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
         if key == "lnl" and (row.fields["lambda"], row.fields["mu"]) != (0.01, 0.1):
             key = f"lnl λ={row.fields['lambda']} μ={row.fields['mu']}"
         by_method[key].append(row)
+    others = iter(plt.cm.tab10.colors[1:7])  # leave blue and grey to the two methods
     for method, group in sorted(by_method.items()):
-        color, marker = METHOD_STYLE.get(method, (None, "^"))
+        color, marker = METHOD_STYLE.get(method) or (next(others, None), "^")
         name = {"baseline": "baseline (this repo)", "lnl": "LNL (this repo)"}.get(method, method)
         _errorbar(ax, group, "color_var", "test/acc", marker=marker, color=color, label=name)
     for method, values in PUBLISHED_COLORED_MNIST.items():
