@@ -6,7 +6,9 @@ import csv
 import logging
 import netrc
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -26,19 +28,38 @@ def has_wandb_credentials() -> bool:
         return False
 
 
+def wandb_reachable(timeout: float = 3.0) -> bool:
+    """True when the W&B server (``WANDB_BASE_URL`` or api.wandb.ai) accepts a connection."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     """Instantiate every logger in ``cfg.logger`` (empty or null: no logger)."""
     loggers: list[Logger] = []
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        if name == "wandb" and not os.environ.get("WANDB_MODE") and not has_wandb_credentials():
-            os.environ["WANDB_MODE"] = "offline"
-            log.warning(
-                "No W&B credentials: logging offline into %s. Upload later with: wandb sync %s",
-                Path(node.save_dir) / "wandb",
-                Path(node.save_dir) / "wandb" / "offline-run-*",
-            )
+        if name == "wandb" and not os.environ.get("WANDB_MODE"):
+            reason = None
+            if not has_wandb_credentials():
+                reason = "No W&B credentials"
+            elif not wandb_reachable():
+                reason = "W&B server unreachable"
+            if reason:
+                os.environ["WANDB_MODE"] = "offline"
+                folder = Path(node.save_dir) / "wandb"
+                log.warning(
+                    "%s: logging offline into %s. Upload later with: wandb sync %s",
+                    reason,
+                    folder,
+                    folder / "offline-run-*",
+                )
         loggers.append(build(node))
     return loggers
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 
 import pytest
@@ -127,3 +128,17 @@ def test_pretrained_weights_unavailable_says_how_to_proceed(monkeypatch):
     monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     with pytest.raises(DataNotFoundError, match="net.pretrained=false"):
         resnet18_feature_extractor(pretrained=True)
+
+
+def test_wandb_goes_offline_when_its_server_is_unreachable(tmp_path, monkeypatch):
+    from lnl_lightning import loggers
+
+    monkeypatch.setenv("WANDB_MODE", "")  # records the original value, restored afterwards
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    assert not loggers.wandb_reachable(timeout=1.0)
+    cfg = compose_train(["logger=wandb"], tmp_path)
+    monkeypatch.setattr(loggers, "build", lambda node: node)  # no W&B run needed here
+    loggers.build_loggers(cfg)
+    assert os.environ["WANDB_MODE"] == "offline"
