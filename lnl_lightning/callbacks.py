@@ -8,7 +8,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
-from lnl_lightning.figures import save_sample_grid
+from lnl_lightning.figures import save_group_matrix, save_sample_grid
+from lnl_lightning.loggers import log_group_matrix
 
 
 class SampleGrid(pl.Callback):
@@ -45,3 +46,36 @@ class SampleGrid(pl.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.log_image(key=f"samples/{split}", images=[str(path)])
+
+
+class GroupMatrixWriter(pl.Callback):
+    """After the final validation and test, the label x bias accuracy matrix of each split.
+
+    Written as ``group_acc_<split>.{csv,png}`` in the run folder (by rank 0, from counts
+    already summed over processes) and sent to W&B when it logs.
+    """
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stages: list[str]) -> None:
+        if not trainer.is_global_zero or trainer.state.fn == "fit" or trainer.sanity_checking:
+            return
+        spec = pl_module.bias_spec
+        for stage in stages:
+            if stage not in pl_module.group_counts:
+                continue
+            correct, total = pl_module.group_counts[stage]
+            csv_path, png_path = save_group_matrix(
+                correct,
+                total,
+                Path(trainer.default_root_dir),
+                f"group_acc_{stage}",
+                spec.class_names,
+                spec.group_names,
+                title=f"{stage} accuracy per (label, bias group)",
+            )
+            log_group_matrix(trainer.loggers, stage, csv_path, png_path)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module, ["val"])
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module, list(pl_module.test_names))

@@ -14,8 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from lnl_lightning.config import build
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.figures import save_group_matrix
-from lnl_lightning.loggers import build_loggers, finish_loggers, log_group_matrix
+from lnl_lightning.loggers import build_loggers, finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; return the final val and test metrics.
 
     Writes into ``cfg.paths.output_dir``: ``config_resolved.yaml``, ``checkpoints/``,
-    logger files, ``group_acc_{val,test}.{csv,png}`` and ``metrics.json``.
+    logger files and ``metrics.json`` (callbacks add the accuracy matrices and samples).
     """
     started = time.time()
     check_config(cfg)
@@ -102,18 +101,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: float(v) for k, v in result[0].items()})
 
     if trainer.is_global_zero:
-        spec = datamodule.bias_spec
-        for stage, (correct, total) in model.group_counts.items():
-            csv_path, png_path = save_group_matrix(
-                correct,
-                total,
-                out_dir,
-                f"group_acc_{stage}",
-                spec.class_names,
-                spec.group_names,
-                title=f"{stage} accuracy per (label, bias group)",
-            )
-            log_group_matrix(loggers, stage, csv_path, png_path)
         summary = {
             "metrics": dict(sorted(metrics.items())),
             "method": cfg.method,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -24,6 +26,7 @@ from lnl_lightning.data.contract import (
 )
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.metrics import GroupAccuracy
+from lnl_lightning.models.distributed import all_reduce_buffers, all_reduce_gradients
 from lnl_lightning.models.gradient_reversal import grad_reverse
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,15 @@ class LNLModule(pl.LightningModule):
     With ``lambda_ = mu = 0`` (``model=baseline``) f and g learn the label alone and h
     is trained on detached features as a probe, so bias predictability is measured
     for both methods.
+
+    Several processes (DDP): each step has two backward passes, and each reaches only
+    part of the parameters (h nothing in step 1, g nothing in step 2), which DDP's own
+    reducer cannot handle without ``find_unused_parameters`` and a sync of every bucket on
+    every pass. So each backward runs inside DDP's ``no_sync()`` and is followed by one
+    coalesced all-reduce of exactly the gradients that pass produced: f+g after step 1,
+    h (and f when mu > 0) after step 2. BatchNorm statistics are shared by SyncBatchNorm
+    (``trainer.sync_batchnorm``, GPU) or, without it, averaged before each evaluation;
+    metrics are summed across processes by torchmetrics.
 
     Args:
         feature_extractor: f.
@@ -156,7 +168,7 @@ class LNLModule(pl.LightningModule):
                 loss = loss + self.lambda_ * neg_entropy
                 self.log("train/neg_entropy", neg_entropy.detach())
             opt_main.zero_grad()
-            self.manual_backward(loss)
+            self._backward(loss, [self.feature_extractor, self.label_head])
             opt_main.step()
         finally:
             self.untoggle_optimizer(opt_main)
@@ -178,11 +190,20 @@ class LNLModule(pl.LightningModule):
         )
         opt_main.zero_grad()
         opt_bias.zero_grad()
-        self.manual_backward(bias_loss)
+        self._backward(
+            bias_loss, [self.bias_head, self.feature_extractor] if self.mu > 0 else [self.bias_head]
+        )
         opt_bias.step()
         if self.mu > 0:
             opt_main.step()  # only f has gradients here; g's are None and SGD skips it
         return bias_loss
+
+    def _backward(self, loss: torch.Tensor, modules: list[nn.Module]) -> None:
+        """Backward; with several processes, then one all-reduce of ``modules``' gradients."""
+        model = self.trainer.model
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext():
+            self.manual_backward(loss)
+        all_reduce_gradients(modules)
 
     def on_train_epoch_end(self) -> None:
         self.log("train/label_loss_epoch", self.train_label_loss.compute())
@@ -208,7 +229,7 @@ class LNLModule(pl.LightningModule):
         values = {f"{stage}/{name}": value for name, value in group_acc.compute().items()}
         values[f"{stage}/bias_acc"] = self.bias_acc[stage].compute()
         self.log_dict(values, prog_bar=False)
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero:
             summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
             when = f"epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else "final"
             log.info("%s  %s", when, summary)
@@ -219,6 +240,15 @@ class LNLModule(pl.LightningModule):
             )
         group_acc.reset()
         self.bias_acc[stage].reset()
+
+    def _share_batchnorm_statistics(self) -> None:
+        all_reduce_buffers([self.feature_extractor, self.label_head, self.bias_head])
+
+    def on_validation_epoch_start(self) -> None:
+        self._share_batchnorm_statistics()
+
+    def on_test_epoch_start(self) -> None:
+        self._share_batchnorm_statistics()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -1,0 +1,88 @@
+"""Several processes (CPU, gloo): one run folder, identical weights, same result as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from lnl_lightning.config import CONFIG_MODULE
+
+from .test_cli import run_ok
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_process_cli_run_writes_one_folder_and_keeps_ranks_identical(tmp_path, mnist_dir):
+    run_dir, weights = tmp_path / "run", tmp_path / "weights"
+    run_ok(
+        "experiment=colored_mnist",
+        "trainer=ddp_cpu",
+        "debug=fast",
+        "trainer.max_epochs=2",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=16",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.save_weights._target_=tests.ddp_helpers.SaveWeightsPerRank",
+        f"+callbacks.save_weights.out_dir={weights}",
+        cwd=tmp_path,
+        PYTHONPATH=str(ROOT),
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run", "weights"]
+    assert len(list(tmp_path.rglob("metrics.json"))) == 1
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["epochs"] == 2 and "test/acc" in summary["metrics"]
+    rank0 = torch.load(weights / "weights_rank0.pt")
+    rank1 = torch.load(weights / "weights_rank1.pt")
+    for name in ("feature_extractor", "label_head", "bias_head"):
+        keys = [k for k in rank0 if k.startswith(name + ".")]
+        assert keys
+        for key in keys:
+            assert torch.equal(rank0[key], rank1[key]), key
+
+
+def test_one_and_two_processes_give_the_same_weights(tmp_path):
+    """Same global batches, same seed: the gradient all-reduce makes 2 processes match 1.
+
+    Equality holds up to float summation order (the all-reduce adds in another order than
+    one large batch), hence a tight tolerance rather than bit equality.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for devices in (1, 2):
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "ddp_equivalence.py"),
+                "--devices",
+                str(devices),
+                "--out",
+                str(tmp_path / f"d{devices}"),
+            ],
+            check=True,
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=300,
+        )
+    single = torch.load(tmp_path / "d1" / "weights_rank0.pt")
+    for rank in (0, 1):
+        multi = torch.load(tmp_path / "d2" / f"weights_rank{rank}.pt")
+        assert single.keys() == multi.keys()
+        for key in single:
+            assert torch.allclose(single[key], multi[key], rtol=1e-5, atol=1e-6), key
+    start = torch.load(tmp_path / "d1" / "weights_rank0.pt")
+    assert any(v.abs().sum() > 0 for v in start.values())
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "ddp_cpu", "ddp_spawn"])
+def test_ddp_trainer_configs_compose(trainer, tmp_path):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", overrides=[f"trainer={trainer}", f"paths.output_dir={tmp_path}"])
+    assert cfg.trainer.strategy._target_ == "pytorch_lightning.strategies.DDPStrategy"
+    assert cfg.trainer.sync_batchnorm == (trainer != "ddp_cpu")
