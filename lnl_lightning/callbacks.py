@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -79,3 +80,24 @@ class GroupMatrixWriter(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module, list(pl_module.test_names))
+
+
+class TrainThroughput(pl.Callback):
+    """Logs ``train/images_per_s``: images of all processes per second of training batches.
+
+    Timed from the first batch of an epoch to the end of its last one, so validation is
+    not counted.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.images, self.start, self.end = 0, time.perf_counter(), None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        self.images += len(batch[LABEL]) * trainer.world_size
+        self.end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.end is not None and self.end > self.start:
+            pl_module.log("train/images_per_s", self.images / (self.end - self.start))

@@ -91,6 +91,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             logger.log_hyperparams(run_fields(cfg))  # top level, for grouping and filtering
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    throughput = _last_throughput(trainer)  # before validate/test replace the logged values
 
     ckpt = "best" if cfg.test_ckpt == "best" else None  # None: the weights as training left them
     metrics: dict[str, float] = {}
@@ -108,6 +109,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "tested_weights": cfg.test_ckpt,
             "best_checkpoint": _best_checkpoint(trainer),
             "epochs": trainer.current_epoch,
+            "train_images_per_s": throughput,
             "global_step": trainer.global_step,
             "wall_time_s": round(time.time() - started, 1),
             "config_path": str(config_path.resolve()),
@@ -128,6 +130,11 @@ def run_fields(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "study": cfg.task_name,
     }
+
+
+def _last_throughput(trainer: pl.Trainer) -> float | None:
+    value = trainer.callback_metrics.get("train/images_per_s")
+    return None if value is None else round(float(value), 1)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

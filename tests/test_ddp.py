@@ -86,3 +86,37 @@ def test_ddp_trainer_configs_compose(trainer, tmp_path):
         cfg = compose("train", overrides=[f"trainer={trainer}", f"paths.output_dir={tmp_path}"])
     assert cfg.trainer.strategy._target_ == "pytorch_lightning.strategies.DDPStrategy"
     assert cfg.trainer.sync_batchnorm == (trainer != "ddp_cpu")
+
+
+def test_slurm_launcher_allocation_follows_the_trainer(tmp_path):
+    overrides = [
+        "hydra/launcher=slurm",
+        "trainer=ddp",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        f"paths.output_dir={tmp_path}",
+    ]
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+
+
+def test_submitit_local_runs_a_two_job_sweep(tmp_path, mnist_dir):
+    run_ok(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "experiment=colored_mnist",
+        "debug=fast",
+        "model.lambda_=0,0.1",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=32",
+        f"paths.log_dir={tmp_path}",
+        "print_config=false",
+        cwd=tmp_path,
+    )
+    results = sorted(tmp_path.rglob("metrics.json"))
+    assert len(results) == 2
+    assert {json.loads(p.read_text())["method"] for p in results} == {"lnl"}
+    assert list(tmp_path.rglob(".submitit"))  # the jobs went through submitit
