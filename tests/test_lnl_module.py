@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lnl_lightning.data.colored_mnist import pass_batch
-from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, BiasSpec
+from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL, BiasSpec
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule, negative_entropy
@@ -28,7 +28,7 @@ SPEC = BiasSpec(
 LR = 0.1
 
 
-def make_module(lambda_: float, mu: float) -> LNLModule:
+def make_module(lambda_: float, mu: float, step: str = "official") -> LNLModule:
     torch.manual_seed(0)
     return LNLModule(
         networks.mnist_feature_extractor(),
@@ -37,6 +37,7 @@ def make_module(lambda_: float, mu: float) -> LNLModule:
         SPEC,
         lambda_=lambda_,
         mu=mu,
+        step=step,
         # plain SGD: an update is exactly -lr x gradient, so it can be predicted
         optimizer=functools.partial(torch.optim.SGD, lr=LR),
     )
@@ -60,7 +61,7 @@ def snapshot(model: LNLModule) -> dict[str, dict]:
 def run_one_step(model: LNLModule, batch: dict) -> list[tuple[str, dict, dict, LNLModule]]:
     """Fit on one batch; record the weights around step 1 and step 2."""
     records = []
-    for step in ("label_step", "bias_step"):
+    for step in ("label_step", "bias_step", "fused_step"):
         original = getattr(model, step)
 
         def spy(*args, _original=original, _step=step):
@@ -183,3 +184,37 @@ def test_warm_start_loads_f_and_g_only(tmp_path):
             SPEC,
             init_from=str(tmp_path / "missing.ckpt"),
         )
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.5])
+def test_fused_step_applies_both_updates_from_one_pass(mu):
+    lambda_ = 0.5
+    batch = random_batch()
+    model = make_module(lambda_=lambda_, mu=mu, step="fused")
+    ((name, before, after, frozen),) = run_one_step(model, batch)
+    assert name == "fused_step"
+    frozen.train()
+    f, g, h = frozen.feature_extractor, frozen.label_head, frozen.bias_head
+    f_params, g_params, h_params = (list(m.parameters()) for m in (f, g, h))
+    features = f(batch[IMAGE])
+    main_loss = F.cross_entropy(g(features), batch[LABEL]) + lambda_ * negative_entropy(h(features))
+    grad_a = torch.autograd.grad(main_loss, f_params + g_params)  # h's parameters excluded
+    features = f(batch[IMAGE])
+    bias_loss = F.cross_entropy(h(features), batch[BIAS_TARGET], ignore_index=IGNORE_INDEX)
+    grad_b = torch.autograd.grad(bias_loss, f_params + h_params)
+    n_f = len(f_params)
+    expected = {
+        "feature_extractor": [a - mu * b for a, b in zip(grad_a[:n_f], grad_b[:n_f], strict=True)],
+        "label_head": list(grad_a[n_f:]),
+        "bias_head": list(grad_b[n_f:]),
+    }
+    for module, grads in expected.items():
+        names = list(before[module])
+        for key, grad in zip(names, grads, strict=True):
+            update = after[module][key] - before[module][key]
+            assert torch.allclose(update, -LR * grad, atol=1e-6, rtol=1e-4), (module, key)
+
+
+def test_unknown_step_is_rejected():
+    with pytest.raises(ConfigError, match="model.step"):
+        make_module(0.01, 0.1, step="fast")

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -31,6 +32,7 @@ from lnl_lightning.models.gradient_reversal import grad_reverse
 
 log = logging.getLogger(__name__)
 
+STEPS = ("official", "fused")
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
@@ -51,6 +53,11 @@ class LNLModule(pl.LightningModule):
        f learns the label and makes h's prediction uniform; h is frozen in this step.
     2. h steps on ``CE(h(GradReverse_mu(f(x))), bias_target)``: h learns to predict the
        bias while the reversal pushes f by ``-mu`` times that gradient.
+
+    ``step="fused"`` computes both updates from one forward and one backward pass of f
+    (about half the cost): the gradients are those of the two steps, except that step 2
+    sees f as it was before step 1's update, and f takes one optimizer step per batch
+    with the summed gradient instead of two.
 
     With ``lambda_ = mu = 0`` (``model=baseline``) f and g learn the label alone and h
     is trained on detached features as a probe, so bias predictability is measured
@@ -75,6 +82,7 @@ class LNLModule(pl.LightningModule):
         optimizer: factory ``params -> optimizer`` (a Hydra partial); one optimizer is
             built for f+g and one for h.
         scheduler: factory ``optimizer -> LR scheduler`` stepped once per epoch, or None.
+        step: "official" (the two steps above) or "fused" (one pass, see above).
         test_names: metric prefix of each test dataloader, in order (``test/acc``,
             ``test_tb2/acc``, ...).
         init_from: Lightning checkpoint whose f and g weights warm-start this run.
@@ -92,6 +100,7 @@ class LNLModule(pl.LightningModule):
         mu: float = 0.1,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        step: str = "official",
         test_names: Sequence[str] = ("test",),
         init_from: str | None = None,
         warm_start_lr: float | None = 0.001,
@@ -101,8 +110,11 @@ class LNLModule(pl.LightningModule):
             raise ConfigError(f"model.lambda_ must be >= 0, got {lambda_}")
         if not mu >= 0:
             raise ConfigError(f"model.mu must be >= 0, got {mu}")
+        if step not in STEPS:
+            raise ConfigError(f"model.step must be one of {STEPS}, got '{step}'")
         self.automatic_optimization = False
-        self.save_hyperparameters("lambda_", "mu", "init_from", "warm_start_lr")
+        self.save_hyperparameters("lambda_", "mu", "step", "init_from", "warm_start_lr")
+        self.step = step
         self.feature_extractor = feature_extractor
         self.label_head = label_head
         self.bias_head = bias_head
@@ -143,8 +155,11 @@ class LNLModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt_main, opt_bias = self.optimizers()
-        label_loss, label_logits = self.label_step(batch, opt_main)
-        bias_loss = self.bias_step(batch, opt_main, opt_bias)
+        if self.step == "fused":
+            label_loss, label_logits, bias_loss = self.fused_step(batch, opt_main, opt_bias)
+        else:
+            label_loss, label_logits = self.label_step(batch, opt_main)
+            bias_loss = self.bias_step(batch, opt_main, opt_bias)
 
         n = len(batch[LABEL])
         self.train_label_loss.update(label_loss.detach(), n)
@@ -197,6 +212,31 @@ class LNLModule(pl.LightningModule):
         if self.mu > 0:
             opt_main.step()  # only f has gradients here; g's are None and SGD skips it
         return bias_loss
+
+    def fused_step(
+        self, batch: dict[str, torch.Tensor], opt_main: Any, opt_bias: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 1 and 2 from one forward and one backward pass of f."""
+        features = self.feature_extractor(batch[IMAGE])
+        label_logits = self.label_head(features)
+        label_loss = F.cross_entropy(label_logits, batch[LABEL])
+        loss = label_loss
+        if self.lambda_ > 0:
+            # h with detached parameters: the entropy term moves f only, as in step 1
+            frozen = {name: p.detach() for name, p in self.bias_head.named_parameters()}
+            neg_entropy = negative_entropy(functional_call(self.bias_head, frozen, (features,)))
+            loss = loss + self.lambda_ * neg_entropy
+            self.log("train/neg_entropy", neg_entropy.detach())
+        bias_input = grad_reverse(features, self.mu) if self.mu > 0 else features.detach()
+        bias_loss = F.cross_entropy(
+            self.bias_head(bias_input), batch[BIAS_TARGET], ignore_index=IGNORE_INDEX
+        )
+        opt_main.zero_grad()
+        opt_bias.zero_grad()
+        self._backward(loss + bias_loss, [self.feature_extractor, self.label_head, self.bias_head])
+        opt_main.step()
+        opt_bias.step()
+        return label_loss, label_logits, bias_loss
 
     def _backward(self, loss: torch.Tensor, modules: list[nn.Module]) -> None:
         """Backward; with several processes, then one all-reduce of ``modules``' gradients."""
