@@ -54,7 +54,7 @@ PUBLISHED_COLORED_MNIST = {
     },
 }
 # Config fields that tell configurations apart (the seed is what repeats within one).
-KEY_FIELDS = ("task_name", "method", "lambda", "mu", "color_var", "train_split", "task")
+KEY_FIELDS = ("task_name", "method", "step", "lambda", "mu", "color_var", "train_split", "task")
 METHOD_STYLE = {"baseline": ("tab:gray", "o"), "lnl": ("tab:blue", "s")}
 
 
@@ -95,6 +95,7 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         "method": summary.get("method") or get("method"),
         "lambda": get("model.lambda_"),
         "mu": get("model.mu"),
+        "step": get("model.step"),
         "color_var": get("data.color_var"),
         "train_split": get("data.train_split"),
         "task": get("data.task"),

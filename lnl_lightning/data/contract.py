@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 IMAGE = "image"
 LABEL = "label"
@@ -98,7 +97,12 @@ def color_bin_target(
         )
     if num_bins < 1 or 256 % num_bins:
         raise ValueError(f"num_bins must divide 256, got {num_bins}")
-    small = F.interpolate(images.float(), size=size, mode="nearest-exact").to(torch.uint8)
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    in_h, in_w = images.shape[-2:]
+    # nearest-exact: output pixel i samples input pixel floor((i + 0.5) * in / out)
+    rows = ((torch.arange(out_h) + 0.5) * in_h / out_h).long().clamp_(max=in_h - 1)
+    cols = ((torch.arange(out_w) + 0.5) * in_w / out_w).long().clamp_(max=in_w - 1)
+    small = images.index_select(2, rows).index_select(3, cols)
     target = (small // (256 // num_bins)).long()
     background = (small == 0).all(dim=1, keepdim=True).expand_as(target)
     return target.masked_fill(background, IGNORE_INDEX)

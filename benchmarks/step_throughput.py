@@ -1,0 +1,178 @@
+"""Images/s of the training step on the Colored MNIST net at batch 128 (``make bench``).
+
+Measured in one process, variants interleaved over several repeats so that machine noise
+hits all of them; each figure is the median over repeats:
+
+- plain:        bare PyTorch, cross-entropy step of f+g (no h at all)
+- baseline:     the LightningModule with lambda = mu = 0 (f+g step plus the h probe)
+- lnl_official: the LightningModule, official two-pass LNL step
+- lnl_fused:    the LightningModule, fused one-pass LNL step (model.step=fused)
+- bare_fused:   the fused LNL step as a bare PyTorch loop, no Lightning
+
+The last line is ``ratios: lnl_vs_plain=X.XX lightning_vs_bare=Y.YY``: the time of a fused
+LNL step over a plain step, and Lightning's loop over the bare loop (same fused step).
+
+    python benchmarks/step_throughput.py [--steps 60] [--repeats 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import statistics
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.utils.data import DataLoader
+
+from lnl_lightning.callbacks import TrainThroughput
+from lnl_lightning.data.colored_mnist import pass_batch
+from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL, BiasSpec
+from lnl_lightning.models import networks
+from lnl_lightning.models.gradient_reversal import grad_reverse
+from lnl_lightning.models.lnl_module import LNLModule, negative_entropy
+
+BATCH = 128
+SPEC = BiasSpec(10, 10, 8, tuple((c, c) for c in range(10)))
+
+
+def make_batches(steps: int) -> list[dict[str, torch.Tensor]]:
+    """Colored-MNIST-shaped batches: sparse strokes on black, background ignored by h."""
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(steps):
+        images = torch.rand(BATCH, 3, 28, 28, generator=g) * (
+            torch.rand(BATCH, 1, 28, 28, generator=g) > 0.8
+        )
+        target = (images[:, :, 1::2, 1::2] * 255).long() // 32
+        target[(images[:, :, 1::2, 1::2] == 0).all(dim=1, keepdim=True).expand_as(target)] = (
+            IGNORE_INDEX
+        )
+        batches.append(
+            {
+                IMAGE: images,
+                LABEL: torch.randint(0, 10, (BATCH,), generator=g),
+                BIAS_TARGET: target,
+                "bias_group": torch.randint(0, 10, (BATCH,), generator=g),
+            }
+        )
+    return batches
+
+
+def sgd(params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    return (
+        networks.mnist_feature_extractor(),
+        networks.mnist_label_head(10),
+        networks.PixelColorHead(),
+    )
+
+
+def bare_plain(batches: list[dict]) -> float:
+    f, g, _ = nets()
+    opt = sgd([*f.parameters(), *g.parameters()])
+    start = time.perf_counter()
+    for batch in batches:
+        loss = F.cross_entropy(g(f(batch[IMAGE])), batch[LABEL])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return len(batches) * BATCH / (time.perf_counter() - start)
+
+
+def bare_fused(batches: list[dict], lambda_: float = 0.01, mu: float = 0.1) -> float:
+    f, g, h = nets()
+    opt_main, opt_bias = sgd([*f.parameters(), *g.parameters()]), sgd(h.parameters())
+    start = time.perf_counter()
+    for batch in batches:
+        features = f(batch[IMAGE])
+        loss = F.cross_entropy(g(features), batch[LABEL])
+        frozen = {name: p.detach() for name, p in h.named_parameters()}
+        loss = loss + lambda_ * negative_entropy(functional_call(h, frozen, (features,)))
+        bias_logits = h(grad_reverse(features, mu))
+        loss = loss + F.cross_entropy(bias_logits, batch[BIAS_TARGET], ignore_index=IGNORE_INDEX)
+        opt_main.zero_grad()
+        opt_bias.zero_grad()
+        loss.backward()
+        opt_main.step()
+        opt_bias.step()
+    return len(batches) * BATCH / (time.perf_counter() - start)
+
+
+def lightning(batches: list[dict], **model_kwargs) -> float:
+    f, g, h = nets()
+    model = LNLModule(f, g, h, SPEC, optimizer=functools.partial(sgd), **model_kwargs)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[TrainThroughput()],
+    )
+    trainer.fit(model, DataLoader(batches, batch_size=None, collate_fn=pass_batch))
+    return float(trainer.callback_metrics["train/images_per_s"])
+
+
+VARIANTS: dict[str, Callable[[list[dict]], float]] = {
+    "plain": bare_plain,
+    "baseline": functools.partial(lightning, lambda_=0.0, mu=0.0),
+    "lnl_official": functools.partial(lightning, lambda_=0.01, mu=0.1, step="official"),
+    "lnl_fused": functools.partial(lightning, lambda_=0.01, mu=0.1, step="fused"),
+    "bare_fused": bare_fused,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning_fabric").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    batches = make_batches(args.steps)
+    for run in VARIANTS.values():  # warm-up: allocator, kernels, imports
+        run(batches[:5])
+    results: dict[str, list[float]] = defaultdict(list)
+    for repeat in range(args.repeats):
+        for name, run in VARIANTS.items():
+            results[name].append(run(batches))
+        print(
+            f"repeat {repeat + 1}/{args.repeats}: "
+            + ", ".join(f"{n} {v[-1]:.0f}" for n, v in results.items()),
+            flush=True,
+        )
+    median = {name: statistics.median(values) for name, values in results.items()}
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, batch {BATCH}, "
+        f"{args.steps} steps x {args.repeats} repeats (median images/s):"
+    )
+    for name, value in median.items():
+        relative = median["plain"] / value
+        print(f"  {name:13s} {value:8.0f} images/s   step time x{relative:.2f} of plain")
+    print(f"ratios: lnl_official_vs_plain={median['plain'] / median['lnl_official']:.2f}")
+    print(
+        f"ratios: lnl_vs_plain={median['plain'] / median['lnl_fused']:.2f} "
+        f"lightning_vs_bare={median['bare_fused'] / median['lnl_fused']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
