@@ -5,9 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
+DATA_DIR ?= ../shared/data
+EPOCHS ?= 100
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow train lint format clean
+.PHONY: help install test test-slow train bench reproduce lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -28,6 +30,14 @@ test-slow: $(STAMP) ## Run only the slow tests
 
 train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrides in ARGS="..."
 	$(PY) -m lnl_lightning -m experiment=colored_mnist_baseline,colored_mnist $(ARGS)
+
+bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fused), bare loop
+	$(PY) benchmarks/step_throughput.py $(ARGS)
+
+reproduce: $(STAMP) ## Colored MNIST sigma^2 grid x {baseline, lnl} x 3 seeds, then the report (EPOCHS=100)
+	$(PY) -m lnl_lightning -m sweep=reproduce data.data_dir=$(DATA_DIR) trainer.max_epochs=$(EPOCHS) \
+		hydra.sweep.dir=outputs/reproduce_$(EPOCHS)ep $(ARGS)
+	$(PY) -m lnl_lightning.report outputs/reproduce_$(EPOCHS)ep --out results/colored_mnist_$(EPOCHS)ep
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check .

@@ -54,7 +54,17 @@ PUBLISHED_COLORED_MNIST = {
     },
 }
 # Config fields that tell configurations apart (the seed is what repeats within one).
-KEY_FIELDS = ("task_name", "method", "step", "lambda", "mu", "color_var", "train_split", "task")
+KEY_FIELDS = (
+    "task_name",
+    "method",
+    "step",
+    "lambda",
+    "mu",
+    "color_var",
+    "rho",
+    "train_split",
+    "task",
+)
 METHOD_STYLE = {"baseline": ("tab:gray", "o"), "lnl": ("tab:blue", "s")}
 
 
@@ -90,13 +100,15 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
     def get(key: str) -> Any:
         return OmegaConf.select(config, key, default=None) if config is not None else None
 
+    rebias = get("data.protocol") == "rebias"
     return {
         "task_name": summary.get("task_name") or get("task_name"),
         "method": summary.get("method") or get("method"),
         "lambda": get("model.lambda_"),
         "mu": get("model.mu"),
         "step": get("model.step"),
-        "color_var": get("data.color_var"),
+        "color_var": None if rebias else get("data.color_var"),
+        "rho": get("data.rho") if rebias else None,
         "train_split": get("data.train_split"),
         "task": get("data.task"),
         "seed": get("seed"),

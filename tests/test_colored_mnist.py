@@ -176,3 +176,34 @@ def test_failed_download_gives_the_same_guidance(tmp_path, monkeypatch):
     monkeypatch.setattr(MNIST, "download", offline)
     with pytest.raises(DataNotFoundError, match="four IDX files"):
         ColoredMNISTDataModule(data_dir=str(tmp_path), download=True).prepare_data()
+
+
+def test_rebias_protocol_colours_the_background_with_rho_aligned(mnist_dir):
+    dm = ColoredMNISTDataModule(
+        data_dir=str(mnist_dir), protocol="rebias", rho=0.9, val_fraction=0.0
+    )
+    dm.setup()
+    train, test = dm.splits["train"], dm.splits["test"]
+    aligned = (train.groups == train.labels).float().mean().item()
+    assert 0.85 < aligned < 0.95
+    assert (
+        train.groups[train.groups != train.labels] != train.labels[train.groups != train.labels]
+    ).all()
+    # background (corner pixel) is the group's palette colour, the strokes are white
+    corner = train.images[:, :, 0, 0].float() / 255
+    expected = (PALETTE[train.groups] * 255).round() / 255
+    assert torch.allclose(corner, expected)
+    stroke = train.images[:, :, 3 + 2 * train.labels[0], 10][0]
+    assert stroke.tolist() == [255, 255, 255]
+    assert 0.05 < (test.labels == test.groups).float().mean() < 0.15
+    batch = next(iter(dm.train_dataloader()))
+    assert (batch[BIAS_TARGET] != IGNORE_INDEX).all()  # no black background to ignore
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"protocol": "rebias", "rho": 1.5}, "data.rho"), ({"protocol": "stripes"}, "data.protocol")],
+)
+def test_rebias_bad_input(kwargs, key, tmp_path):
+    with pytest.raises(ConfigError, match=key):
+        ColoredMNISTDataModule(data_dir=str(tmp_path), **kwargs)

@@ -12,6 +12,11 @@ Protocol:
 - Test: the 10k MNIST test images; each gets a colour class drawn uniformly at random,
   independent of the digit, then the same noise. Accuracy on it is unbiased accuracy.
 
+``protocol="rebias"`` is the protocol of ReBias (Bahng et al., ICML 2020) instead: the digit
+is white and the *background* is coloured with a palette colour (no noise); a training
+image gets its digit's colour with probability ``rho`` and one of the nine others
+otherwise; test colours are uniform. There every pixel carries the colour target.
+
 The colours are generated once, deterministically from ``seed``, into in-memory uint8
 tensors. ``bias_target`` is the official per-pixel colour map (14x14, 8 bins per
 channel, background ignored) and ``bias_group`` the colour class of the image.
@@ -61,6 +66,27 @@ MNIST_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 NUM_DIGITS = 10
+PROTOCOLS = ("variance", "rebias")
+
+
+def colorize_background(
+    digits: torch.Tensor, color_class: torch.Tensor, palette: torch.Tensor
+) -> torch.Tensor:
+    """ReBias colouring: white digit (every non-zero pixel), background in ``palette[class]``."""
+    background = (palette[color_class] * 255).round().to(torch.uint8)[:, :, None, None]
+    stroke = (digits > 0).unsqueeze(1)
+    return torch.where(
+        stroke, torch.tensor(255, dtype=torch.uint8), background.expand(-1, -1, *digits.shape[1:])
+    )
+
+
+def rebias_color_classes(
+    labels: torch.Tensor, rho: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """The digit's class with probability ``rho``, else one of the other nine, uniformly."""
+    aligned = torch.from_numpy(rng.random(len(labels)) < rho)
+    shift = torch.from_numpy(rng.integers(1, NUM_DIGITS, len(labels)))
+    return torch.where(aligned, labels, (labels + shift) % NUM_DIGITS)
 
 
 def colorize(
@@ -183,7 +209,10 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
 
     Args:
         data_dir: folder that holds ``MNIST/raw/`` (torchvision's layout).
-        color_var: sigma^2 of the colour noise, in (0, 1].
+        color_var: sigma^2 of the colour noise, in (0, 1] ("variance" protocol).
+        protocol: "variance" (Kim et al.: coloured strokes, sigma^2) or "rebias"
+            (Bahng et al.: coloured background, a share ``rho`` of aligned training images).
+        rho: share of bias-aligned training images in the "rebias" protocol.
         batch_size: images per batch (per process).
         val_fraction: share of the training images held out for validation, in [0, 1).
         seed: fixes colours and the train/val split, bit for bit.
@@ -199,6 +228,8 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self,
         data_dir: str = "data",
         color_var: float = 0.02,
+        protocol: str = "variance",
+        rho: float = 0.99,
         batch_size: int = 128,
         val_fraction: float = 0.1,
         seed: int = 0,
@@ -214,6 +245,12 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.color_var must be in (0, 1] (sigma^2 in [0,1] colour units), got {color_var}"
             )
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"data.protocol must be one of {PROTOCOLS}, got '{protocol}'")
+        if not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
+            raise ConfigError(
+                f"data.rho must be in [0, 1] (share of bias-aligned images), got {rho}"
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
@@ -225,6 +262,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self.palette = check_palette(palette)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.color_var = float(color_var)
+        self.protocol, self.rho = protocol, float(rho)
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
@@ -269,26 +307,28 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         num_val = int(round(self.val_fraction * len(order)))
         fit_index, val_index = order[num_val:], order[:num_val]
         # One colour draw for all 60k training images, so the split does not change colours.
-        train_images = colorize(
-            train.data,
-            train.targets,
-            self.palette,
-            self.color_var,
-            np.random.default_rng(train_seed),
-        )
-
-        test_rng = np.random.default_rng(test_seed)
+        train_rng, test_rng = np.random.default_rng(train_seed), np.random.default_rng(test_seed)
         test_groups = torch.from_numpy(test_rng.integers(0, NUM_DIGITS, len(test.targets)))
-        test_images = colorize(test.data, test_groups, self.palette, self.color_var, test_rng)
+        if self.protocol == "rebias":
+            train_groups = rebias_color_classes(train.targets, self.rho, train_rng)
+            train_images = colorize_background(train.data, train_groups, self.palette)
+            test_images = colorize_background(test.data, test_groups, self.palette)
+        else:
+            train_groups = train.targets
+            train_images = colorize(
+                train.data, train_groups, self.palette, self.color_var, train_rng
+            )
+            test_images = colorize(test.data, test_groups, self.palette, self.color_var, test_rng)
         return {
-            "train": (train_images[fit_index], train.targets[fit_index], train.targets[fit_index]),
-            "val": (train_images[val_index], train.targets[val_index], train.targets[val_index]),
+            "train": (train_images[fit_index], train.targets[fit_index], train_groups[fit_index]),
+            "val": (train_images[val_index], train.targets[val_index], train_groups[val_index]),
             "test": (test_images, test.targets.clone(), test_groups),
         }
 
     def _cache_file(self) -> Path:
         palette_id = hashlib.sha1(self.palette.numpy().tobytes()).hexdigest()[:8]
-        key = f"var{self.color_var:.4f}_val{self.val_fraction:.3f}_seed{self.seed}_pal{palette_id}"
+        bias = f"rho{self.rho:.4f}" if self.protocol == "rebias" else f"var{self.color_var:.4f}"
+        key = f"{bias}_val{self.val_fraction:.3f}_seed{self.seed}_pal{palette_id}"
         return self.data_dir / "colored_mnist_cache" / f"{key}.pt"
 
     def _load_cache(self) -> dict | None:
