@@ -15,7 +15,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE, register_resolvers
-from lnl_lightning.errors import ConfigError, DataError
+from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
+from lnl_lightning.files import write_text_atomic
 
 log = logging.getLogger("lnl_lightning")
 
@@ -38,7 +39,7 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = run(cfg)
     except Exception as err:
-        expected = isinstance(err, (ConfigError, DataError))
+        expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
         if not is_multirun():
             if not expected:
                 raise
@@ -48,7 +49,7 @@ def main(cfg: DictConfig) -> float:
         log.error("Job failed, the sweep goes on: %s", err, exc_info=not expected)
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-        (out_dir / ERROR_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomic(out_dir / ERROR_FILE, json.dumps(record, indent=2) + "\n")
         return math.nan
     value = metrics.get(cfg.optimized_metric)
     if value is None:

@@ -11,3 +11,7 @@ class DataError(RuntimeError):
 
 class DataNotFoundError(DataError, FileNotFoundError):
     """Dataset files are missing. The message names the folder, the files and how to get them."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite. The message names the step and the loss term."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from lnl_lightning.files import write_atomic, write_text_atomic  # noqa: E402
 from lnl_lightning.metrics import cell_accuracy  # noqa: E402
 
 
@@ -32,13 +34,14 @@ def save_group_matrix(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     csv_path = out_dir / f"{stem}.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "bias_group", "accuracy", "count"])
-        for c in range(num_classes):
-            for g in range(num_groups):
-                value = "" if total[c, g] == 0 else f"{acc[c, g].item():.6f}"
-                writer.writerow([class_names[c], group_names[g], value, int(total[c, g])])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["label", "bias_group", "accuracy", "count"])
+    for c in range(num_classes):
+        for g in range(num_groups):
+            value = "" if total[c, g] == 0 else f"{acc[c, g].item():.6f}"
+            writer.writerow([class_names[c], group_names[g], value, int(total[c, g])])
+    write_text_atomic(csv_path, buffer.getvalue())
 
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * num_groups, 1.0 + 0.5 * num_classes))
     image = ax.imshow(acc.numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
@@ -63,7 +66,7 @@ def save_group_matrix(
     fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
     png_path = out_dir / f"{stem}.png"
-    fig.savefig(png_path, dpi=120)
+    write_atomic(png_path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return csv_path, png_path
 
@@ -96,6 +99,6 @@ def save_sample_grid(
     fig.suptitle(f"{title} (label / bias group)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return path

@@ -29,6 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from lnl_lightning.files import write_atomic, write_text_atomic  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 # Unbiased test accuracy on Colored MNIST, from the official repository's README
@@ -208,7 +210,7 @@ def write_markdown(
         lines += ["", "## Jobs without results", "", "| folder | status | error |", "|---|---|---|"]
         for job in incomplete:
             lines.append(f"| {job['folder']} | {job['status']} | {job['error']} |")
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _errorbar(ax: Any, rows: list[Row], x_key: str, metric: str, **style: Any) -> None:
@@ -248,7 +250,7 @@ def plot_vs_lambda(rows: list[Row], metric: str, ylabel: str, path: Path) -> str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return None
 
@@ -288,7 +290,7 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return None
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from lnl_lightning.config import build
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.errors import ConfigError
+from lnl_lightning.files import load_checkpoint, write_text_atomic
 from lnl_lightning.loggers import build_loggers, finish_loggers
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,8 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.test_ckpt not in TEST_CKPT_CHOICES:
         raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(
-            f"ckpt_path must be a checkpoint file to resume from; {cfg.ckpt_path} does not exist"
-        )
+    if cfg.ckpt_path:
+        load_checkpoint(Path(cfg.ckpt_path), "ckpt_path")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -83,7 +82,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     config_path = out_dir / "config_resolved.yaml"
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(config_path, OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.print_config:
             print_config_tree(cfg)
         for logger in loggers:
@@ -114,7 +113,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_time_s": round(time.time() - started, 1),
             "config_path": str(config_path.resolve()),
         }
-        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(out_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
         log.info("Metrics written to %s", out_dir / "metrics.json")
     finish_loggers(loggers, metrics)
     return metrics

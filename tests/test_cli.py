@@ -201,3 +201,59 @@ def test_real_image_experiments_run_end_to_end(
             summary["metrics"]
         )
         assert (run_dir / f"group_acc_{name}.png").is_file()
+
+
+def test_divergence_stops_with_the_term_and_keeps_no_nan_weights(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "experiment=colored_mnist",
+        "debug=fast",
+        "model.optimizer.lr=1e30",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert (
+        "training diverged: the label loss (train/label_loss) became NaN or infinite"
+        in result.stderr
+    )
+    assert not list(run_dir.rglob("*.ckpt")) and not (run_dir / "metrics.json").exists()
+
+
+def test_corrupt_checkpoint_is_refused_by_name(lnl_run, tmp_path, mnist_dir):
+    good = (lnl_run / "checkpoints" / "last.ckpt").read_bytes()
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(good[: len(good) // 2])
+    for override, key in (
+        (f"ckpt_path={broken}", "ckpt_path"),
+        (f"model.init_from={broken}", "model.init_from"),
+    ):
+        result = run_cli(
+            "experiment=colored_mnist",
+            "debug=fast",
+            f"data.data_dir={mnist_dir}",
+            override,
+            f"hydra.run.dir={tmp_path / key}",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 2
+        assert f"{key}: {broken} is not a readable checkpoint" in result.stderr
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(lnl_run, tmp_path, mnist_dir):
+    first = json.loads((lnl_run / "metrics.json").read_text())["metrics"]
+    runs = {}
+    for seed in (0, 1):
+        run_ok(
+            "experiment=colored_mnist",
+            "debug=fast",
+            f"data.data_dir={mnist_dir}",
+            "data.batch_size=32",
+            f"seed={seed}",
+            f"hydra.run.dir={tmp_path / str(seed)}",
+            cwd=tmp_path,
+        )
+        runs[seed] = json.loads((tmp_path / str(seed) / "metrics.json").read_text())["metrics"]
+    assert runs[0] == first
+    assert runs[1] != first

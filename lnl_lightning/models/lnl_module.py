@@ -25,7 +25,8 @@ from lnl_lightning.data.contract import (
     LABEL,
     BiasSpec,
 )
-from lnl_lightning.errors import ConfigError
+from lnl_lightning.errors import ConfigError, TrainingDiverged
+from lnl_lightning.files import load_checkpoint
 from lnl_lightning.metrics import GroupAccuracy
 from lnl_lightning.models.distributed import all_reduce_buffers, all_reduce_gradients
 from lnl_lightning.models.gradient_reversal import grad_reverse
@@ -33,6 +34,7 @@ from lnl_lightning.models.gradient_reversal import grad_reverse
 log = logging.getLogger(__name__)
 
 STEPS = ("official", "fused")
+LOSS_TERMS = ("the label loss (train/label_loss)", "the bias loss (train/bias_loss)")
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
@@ -149,6 +151,8 @@ class LNLModule(pl.LightningModule):
         )
         # Synced (correct, total) counts of the last val/test epoch, for the run folder.
         self.group_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._first_bad: torch.Tensor | None = None  # first non-finite batch of each loss term
+        self._batches_seen = 0
         if init_from:
             self.warm_start(init_from)
 
@@ -161,6 +165,7 @@ class LNLModule(pl.LightningModule):
             label_loss, label_logits = self.label_step(batch, opt_main)
             bias_loss = self.bias_step(batch, opt_main, opt_bias)
 
+        self._watch_losses(label_loss, bias_loss, batch_idx)
         n = len(batch[LABEL])
         self.train_label_loss.update(label_loss.detach(), n)
         self.train_bias_loss.update(bias_loss.detach(), n)
@@ -238,6 +243,33 @@ class LNLModule(pl.LightningModule):
         opt_bias.step()
         return label_loss, label_logits, bias_loss
 
+    def _watch_losses(
+        self, label_loss: torch.Tensor, bias_loss: torch.Tensor, batch_idx: int
+    ) -> None:
+        """Remember the first step with a non-finite loss; look (one sync) every 50 steps."""
+        bad = ~torch.isfinite(torch.stack([label_loss.detach(), bias_loss.detach()]))
+        first = (
+            self._first_bad
+            if self._first_bad is not None
+            else torch.full_like(bad, -1, dtype=torch.long)
+        )
+        self._batches_seen += 1
+        self._first_bad = torch.where(bad & (first < 0), self._batches_seen, first)
+        if (batch_idx + 1) % 50 == 0:
+            self._stop_if_diverged()
+
+    def _stop_if_diverged(self) -> None:
+        if self._first_bad is None or not (self._first_bad >= 0).any():
+            return
+        term, step = next(
+            (n, int(s)) for n, s in zip(LOSS_TERMS, self._first_bad.tolist(), strict=True) if s >= 0
+        )
+        raise TrainingDiverged(
+            f"training diverged: {term} became NaN or infinite at training batch {step} of this "
+            f"run (epoch {self.current_epoch}); stopped before saving those weights, earlier "
+            f"checkpoints are kept. Lower model.optimizer.lr or the loss weights."
+        )
+
     def _backward(self, loss: torch.Tensor, modules: list[nn.Module]) -> None:
         """Backward; with several processes, then one all-reduce of ``modules``' gradients."""
         model = self.trainer.model
@@ -246,6 +278,7 @@ class LNLModule(pl.LightningModule):
         all_reduce_gradients(modules)
 
     def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()  # before the checkpoint callbacks run
         self.log("train/label_loss_epoch", self.train_label_loss.compute())
         self.log("train/bias_loss_epoch", self.train_bias_loss.compute())
         self.log("train/acc", self.train_acc.compute())
@@ -323,11 +356,7 @@ class LNLModule(pl.LightningModule):
     def warm_start(self, path: str) -> None:
         """Load f and g (not h) from a Lightning checkpoint of an earlier run."""
         file = Path(path).expanduser()
-        if not file.is_file():
-            raise ConfigError(
-                f"model.init_from must be a checkpoint file, but {file} does not exist"
-            )
-        state = torch.load(file, map_location="cpu", weights_only=True).get("state_dict", {})
+        state = load_checkpoint(file, "model.init_from")["state_dict"]
         for prefix, module in (
             ("feature_extractor.", self.feature_extractor),
             ("label_head.", self.label_head),
