@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
@@ -101,3 +102,15 @@ class TrainThroughput(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.end is not None and self.end > self.start:
             pl_module.log("train/images_per_s", self.images / (self.end - self.start))
+
+
+class ChannelsLast(pl.Callback):
+    """Runs the networks and the training images in the channels-last memory format."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
+    ) -> None:
+        batch[IMAGE] = batch[IMAGE].contiguous(memory_format=torch.channels_last)
