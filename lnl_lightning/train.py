@@ -55,6 +55,13 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.test_ckpt not in TEST_CKPT_CHOICES:
         raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
+    strategy = cfg.trainer.get("strategy")
+    spawned = isinstance(strategy, DictConfig) and strategy.get("start_method") == "spawn"
+    if spawned and "csv" in (cfg.get("logger") or {}):
+        raise ConfigError(
+            "trainer=ddp_spawn does not work with logger=csv (Lightning's CSV logger loses its "
+            "header across the spawned processes): use logger=tensorboard or logger=wandb"
+        )
     if cfg.ckpt_path:
         load_checkpoint(Path(cfg.ckpt_path), "ckpt_path")
 

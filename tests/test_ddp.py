@@ -120,3 +120,39 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path, mnist_dir):
     assert len(results) == 2
     assert {json.loads(p.read_text())["method"] for p in results} == {"lnl"}
     assert list(tmp_path.rglob(".submitit"))  # the jobs went through submitit
+
+
+def test_ddp_spawn_with_the_csv_logger_is_refused_at_start(tmp_path, mnist_dir):
+    from .test_cli import run_cli
+
+    result = run_cli(
+        "trainer=ddp_spawn",
+        "logger=csv",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "use logger=tensorboard or logger=wandb" in result.stderr
+
+
+@pytest.mark.slow
+def test_local_multirun_with_ddp_spawn(tmp_path, mnist_dir):
+    run_ok(
+        "-m",
+        "experiment=colored_mnist",
+        "debug=fast",
+        "trainer=ddp_spawn",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.sync_batchnorm=false",
+        "+trainer.strategy.process_group_backend=gloo",
+        "logger=tensorboard",
+        "model.lambda_=0,0.01",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=16",
+        f"paths.log_dir={tmp_path}",
+        "print_config=false",
+        cwd=tmp_path,
+    )
+    assert len(list(tmp_path.rglob("metrics.json"))) == 2
+    assert len(list(tmp_path.rglob("group_acc_test.png"))) == 2
