@@ -27,7 +27,7 @@ def names(records) -> list[str]:
 def test_dogs_cats_splits_follow_the_lists(dogs_cats_dir, train_split):
     dm = DogsCatsDataModule(str(dogs_cats_dir), train_split=train_split, **SMALL)
     dm.setup()
-    train, val, test = dm.splits["train"], dm.splits["val"], dm.splits["test"]
+    train, val, test = dm.splits["train"], dm.splits["val"], dm.splits[dm.test_names[0]]
     assert len(train) + len(val) == 60 and len(test) == 60  # 30 per cell, unlisted dropped
     dark = {f"{a}.{i}.jpg" for a in ("cat", "dog") for i in range(30)}
     for records in (train, val, test):

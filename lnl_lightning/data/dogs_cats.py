@@ -26,16 +26,14 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.image_files import (
     ImageRecords,
+    ImageSplitsDataModule,
     check_common,
     drop_unreadable,
-    image_loader,
 )
 from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
@@ -128,7 +126,7 @@ def luminance_groups(paths: list[Path], labels: np.ndarray, cache: Path) -> dict
     return groups
 
 
-class DogsCatsDataModule(pl.LightningDataModule):
+class DogsCatsDataModule(ImageSplitsDataModule):
     """Dogs & Cats, trained on one brightness bias (TB1 or TB2) and tested on the other.
 
     Args:
@@ -236,23 +234,4 @@ class DogsCatsDataModule(pl.LightningDataModule):
                 f"Dogs & Cats: empty split (train {len(train)}, test {len(test)}) "
                 f"in {self.data_dir}"
             )
-        self.splits = {"train": train, "val": val, "test": test}
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        return image_loader(
-            self.splits[split],
-            train,
-            self.image_size,
-            self.batch_size,
-            self.num_workers,
-            self.color_bins,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader("test", False)]
+        self.splits = {"train": train, "val": val, self.test_names[0]: test}

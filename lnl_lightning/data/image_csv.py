@@ -21,11 +21,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 
 from lnl_lightning.data.contract import BiasSpec
-from lnl_lightning.data.image_files import ImageRecords, check_common, drop_unreadable, image_loader
+from lnl_lightning.data.image_files import (
+    ImageRecords,
+    ImageSplitsDataModule,
+    check_common,
+    drop_unreadable,
+)
 from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,7 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
     return rows
 
 
-class ImageCSVDataModule(pl.LightningDataModule):
+class ImageCSVDataModule(ImageSplitsDataModule):
     """Any image folder with a CSV of ``path,label,bias[,split]``.
 
     Args:
@@ -161,17 +164,3 @@ class ImageCSVDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = {name: drop_unreadable(r, name) for name, r in self.records.items()}
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        return image_loader(
-            self.splits[split], train, self.image_size, self.batch_size, self.num_workers
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader("test", False)]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -171,3 +172,37 @@ def check_common(batch_size: int, image_size: int, val_fraction: float, num_work
 def default_workers() -> int:
     """Up to 8 loader workers, fewer on small machines."""
     return min(8, os.cpu_count() or 1)
+
+
+class ImageSplitsDataModule(pl.LightningDataModule):
+    """Loaders over ``self.splits`` ("train", "val" and one entry per name in ``test_names``).
+
+    Subclasses fill ``splits`` in ``setup`` and set ``image_size``, ``batch_size``,
+    ``num_workers`` and ``color_bins`` (used when the bias target is the colour map).
+    """
+
+    splits: dict[str, ImageRecords]
+    test_names: tuple[str, ...]
+    image_size: int
+    batch_size: int
+    num_workers: int
+    color_bins: int = 8
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return image_loader(
+            self.splits[split],
+            train,
+            self.image_size,
+            self.batch_size,
+            self.num_workers,
+            self.color_bins,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name, False) for name in self.test_names]

@@ -27,15 +27,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.image_files import (
     ImageRecords,
+    ImageSplitsDataModule,
     check_common,
     drop_unreadable,
-    image_loader,
 )
 from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
@@ -146,7 +144,7 @@ def extreme_bias_mask(age: np.ndarray, gender: np.ndarray, split: str) -> np.nda
     return (female & old) | (male & young)
 
 
-class IMDBFaceDataModule(pl.LightningDataModule):
+class IMDBFaceDataModule(ImageSplitsDataModule):
     """IMDB-Face, trained on one extreme bias (EB1 or EB2), tested on the other and unbiased.
 
     Args:
@@ -293,17 +291,3 @@ class IMDBFaceDataModule(pl.LightningDataModule):
             len(test),
         )
         self.splits = {"train": train, "val": val, self.test_names[0]: other, "test": test}
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        return image_loader(
-            self.splits[split], train, self.image_size, self.batch_size, self.num_workers
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name, False) for name in self.test_names]
