@@ -73,7 +73,8 @@ def test_report_of_the_sweep(lambda_sweep, tmp_path):
     report = write_report(sweep_dir, tmp_path / "report")
     text = report.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| colored_mnist")]
-    assert len(rows) == 2 and "| lnl | 0 | 0.1 |" in rows[0] and "| lnl | 0.1 | 0.1 |" in rows[1]
+    assert len(rows) == 2
+    assert "| lnl | official | 0 | 0.1 |" in rows[0] and "| lnl | official | 0.1 | 0.1 |" in rows[1]
     for name in ("acc_vs_lambda.png", "acc_vs_color_var.png", "bias_acc_vs_lambda.png"):
         assert (tmp_path / "report" / name).stat().st_size > 5000
         assert f"![{name}]({name})" in text
