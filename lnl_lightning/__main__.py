@@ -34,10 +34,20 @@ def main(cfg: DictConfig) -> float:
     In a multirun a failed job is recorded in its folder (``error.json``) and the sweep
     goes on with the next job.
     """
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     from lnl_lightning.train import run  # heavy imports after Hydra has parsed the command line
 
     try:
         metrics = run(cfg)
+    except SIGTERMException:
+        out_dir = HydraConfig.get().runtime.output_dir
+        log.warning(
+            "Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with: "
+            "python -m lnl_lightning <same overrides> ckpt_path=last hydra.run.dir=%s",
+            out_dir,
+        )
+        sys.exit(128 + 15)  # the conventional status of a process ended by SIGTERM
     except Exception as err:
         expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
         if not is_multirun():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
 from lnl_lightning.figures import save_group_matrix, save_sample_grid
@@ -90,6 +91,9 @@ class TrainThroughput(pl.Callback):
     not counted.
     """
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.images, self.start, self.end = 0, time.perf_counter(), None  # a resumed epoch
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.images, self.start, self.end = 0, time.perf_counter(), None
 
@@ -114,3 +118,27 @@ class ChannelsLast(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
     ) -> None:
         batch[IMAGE] = batch[IMAGE].contiguous(memory_format=torch.channels_last)
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """On SIGTERM (a scheduler's preemption) or Ctrl-C during training, save ``last.ckpt``.
+
+    The checkpoint goes where the checkpoint callback writes, so ``ckpt_path=last`` with the
+    same ``hydra.run.dir`` continues the run.
+    """
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            return
+        if (
+            trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or trainer.checkpoint_callback is None
+        ):
+            return
+        directory = Path(
+            trainer.checkpoint_callback.dirpath or Path(trainer.default_root_dir) / "checkpoints"
+        )
+        trainer.save_checkpoint(directory / "last.ckpt")

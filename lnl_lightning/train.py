@@ -62,8 +62,26 @@ def check_config(cfg: DictConfig) -> None:
             "trainer=ddp_spawn does not work with logger=csv (Lightning's CSV logger loses its "
             "header across the spawned processes): use logger=tensorboard or logger=wandb"
         )
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
     if cfg.ckpt_path:
-        load_checkpoint(Path(cfg.ckpt_path), "ckpt_path")
+        load_checkpoint(resume_path(cfg), "ckpt_path")
+
+
+def resume_path(cfg: DictConfig) -> Path | None:
+    """``ckpt_path`` as a file; ``last`` means checkpoints/last.ckpt of this run's folder."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt_path=last: there is no {path}; give hydra.run.dir=<the run folder> "
+                f"of the run to resume, or ckpt_path=<a checkpoint file>"
+            )
+        return path
+    return Path(cfg.ckpt_path)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -96,7 +114,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             logger.log_hyperparams(run_fields(cfg))  # top level, for grouping and filtering
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     throughput = _last_throughput(trainer)  # before validate/test replace the logged values
 
     ckpt = "best" if cfg.test_ckpt == "best" else None  # None: the weights as training left them

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 METRIC_KEYS = {
     "test/acc",
@@ -80,7 +81,7 @@ def test_run_writes_metrics_and_artifacts(method, lnl_run, tmp_path, mnist_dir):
         "group_acc_test.csv",
         "group_acc_test.png",
         "checkpoints/last.ckpt",
-        "csv/metrics.csv",
+        "csv/version_0/metrics.csv",
     ):
         assert (run_dir / name).stat().st_size > 0, name
     assert len((run_dir / "group_acc_test.csv").read_text().splitlines()) == 1 + 10 * 10
@@ -124,6 +125,8 @@ def test_resume_continues_from_the_checkpoint(lnl_run, tmp_path, mnist_dir):
         ("model.mu=-1", "model.mu must be >= 0"),
         ("test_ckpt=first", "test_ckpt must be one of"),
         ("ckpt_path=/no/such.ckpt", "ckpt_path must be a checkpoint file"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
+        ("data.data_dir=/etc/hostname", "data.data_dir must be a folder"),
     ],
 )
 def test_bad_input_ends_with_a_message_naming_the_key(override, message, tmp_path, mnist_dir):
@@ -257,3 +260,55 @@ def test_same_seed_same_metrics_other_seed_other_metrics(lnl_run, tmp_path, mnis
         runs[seed] = json.loads((tmp_path / str(seed) / "metrics.json").read_text())["metrics"]
     assert runs[0] == first
     assert runs[1] != first
+
+
+def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_finishes_the_run(tmp_path, mnist_dir):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "lnl_lightning",
+        "experiment=colored_mnist",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=8",
+        "trainer.max_epochs=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    log = run_dir / "__main__.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.is_file() and "epoch 0  val/acc" in log.read_text()):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)  # during epoch 1, as a scheduler's preemption would
+    process.communicate(timeout=120)
+    assert process.returncode != 0 and not (run_dir / "metrics.json").exists()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1  # interrupted inside the second epoch
+
+    run_ok(*args[3:], "ckpt_path=last", cwd=tmp_path)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["epochs"] == 3
+    assert (
+        len(list((run_dir / "csv").glob("version_*/metrics.csv"))) == 2
+    )  # the first logs are kept
+
+
+def test_ckpt_path_last_without_a_checkpoint_says_what_to_do(tmp_path, mnist_dir):
+    result = run_cli(
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        "ckpt_path=last",
+        f"hydra.run.dir={tmp_path / 'new'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "give hydra.run.dir=<the run folder>" in result.stderr

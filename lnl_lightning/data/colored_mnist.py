@@ -261,6 +261,10 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         self.palette = check_palette(palette)
         self.data_dir = Path(data_dir).expanduser().resolve()
+        if self.data_dir.is_file():
+            raise ConfigError(
+                f"data.data_dir must be a folder holding MNIST/raw/, but {self.data_dir} is a file"
+            )
         self.color_var = float(color_var)
         self.protocol, self.rho = protocol, float(rho)
         self.batch_size = batch_size
