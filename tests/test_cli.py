@@ -116,20 +116,45 @@ def test_resume_continues_from_the_checkpoint(lnl_run, tmp_path, mnist_dir):
     assert resumed["global_step"] == 2 * first["global_step"]
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("data.color_var=-0.1", "data.color_var must be in (0, 1]"),
-        ("data.color_var=nan", "data.color_var must be in (0, 1]"),
-        ("data.batch_size=-8", "data.batch_size must be a positive integer"),
-        ("model.mu=-1", "model.mu must be >= 0"),
-        ("test_ckpt=first", "test_ckpt must be one of"),
-        ("ckpt_path=/no/such.ckpt", "ckpt_path must be a checkpoint file"),
-        ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
-        ("data.data_dir=/etc/hostname", "data.data_dir must be a folder"),
-    ],
-)
-def test_bad_input_ends_with_a_message_naming_the_key(override, message, tmp_path, mnist_dir):
+BAD_INPUTS = [
+    ("data.color_var=-0.1", "data.color_var must be in (0, 1]"),
+    ("data.color_var=nan", "data.color_var must be in (0, 1]"),
+    ("data.batch_size=-8", "data.batch_size must be a positive integer"),
+    ("model.mu=-1", "model.mu must be >= 0"),
+    ("model.lambda_=nan", "model.lambda_ must be >= 0"),
+    ("test_ckpt=first", "test_ckpt must be one of"),
+    ("ckpt_path=/no/such.ckpt", "ckpt_path must be a checkpoint file"),
+    ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
+    ("data.data_dir=/etc/hostname", "data.data_dir must be a folder"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_INPUTS)
+def test_bad_input_is_refused_before_any_work(override, message, tmp_path, mnist_dir):
+    from hydra import compose, initialize_config_module
+
+    from lnl_lightning.config import CONFIG_MODULE
+    from lnl_lightning.errors import ConfigError
+    from lnl_lightning.train import run
+
+    overrides = [
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        override,
+        f"paths.output_dir={tmp_path / 'run'}",
+    ]
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    assert message in str(err.value)
+    assert not (tmp_path / "run").exists()  # stopped before any work
+
+
+@pytest.mark.parametrize(("override", "message"), [BAD_INPUTS[0], BAD_INPUTS[6]])
+def test_bad_input_ends_the_cli_with_a_message_not_a_traceback(
+    override, message, tmp_path, mnist_dir
+):
     result = run_cli(
         "debug=fast",
         f"data.data_dir={mnist_dir}",
@@ -140,7 +165,7 @@ def test_bad_input_ends_with_a_message_naming_the_key(override, message, tmp_pat
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any work
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_missing_mnist_tells_where_and_what(tmp_path):
