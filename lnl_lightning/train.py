@@ -51,7 +51,8 @@ def check_config(cfg: DictConfig) -> None:
     """Checks on top-level keys that no component owns, made before any work."""
     if not str(cfg.optimized_metric).startswith(("val/", "train/")):
         raise ConfigError(
-            f"optimized_metric must be a validation (val/...) metric, got '{cfg.optimized_metric}'"
+            f"optimized_metric must be a val/... (or train/...) metric, never a test one, "
+            f"got '{cfg.optimized_metric}'"
         )
     if cfg.test_ckpt not in TEST_CKPT_CHOICES:
         raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
