@@ -126,6 +126,7 @@ BAD_INPUTS = [
     ("ckpt_path=/no/such.ckpt", "ckpt_path must be a checkpoint file"),
     ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
     ("data.data_dir=/etc/hostname", "data.data_dir must be a folder"),
+    ("optimized_metric=test/acc", "never a test one"),
 ]
 
 
