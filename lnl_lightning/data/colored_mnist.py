@@ -35,6 +35,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lnl_lightning.data.checks import check_color_bins, check_loader_settings
 from lnl_lightning.data.contract import (
     BIAS_GROUP,
     BIAS_TARGET,
@@ -251,14 +252,8 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.rho must be in [0, 1] (share of bias-aligned images), got {rho}"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        if color_bins < 1 or 256 % color_bins:
-            raise ConfigError(f"data.color_bins must divide 256 (e.g. 8), got {color_bins}")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        check_loader_settings(batch_size, val_fraction, num_workers)
+        check_color_bins(color_bins)
         self.palette = check_palette(palette)
         self.data_dir = Path(data_dir).expanduser().resolve()
         if self.data_dir.is_file():

@@ -25,7 +25,6 @@ IMAGE = "image"
 LABEL = "label"
 BIAS_TARGET = "bias_target"
 BIAS_GROUP = "bias_group"
-BATCH_KEYS = (IMAGE, LABEL, BIAS_TARGET, BIAS_GROUP)
 
 IGNORE_INDEX = -100
 """Value of ``bias_target`` that the bias loss and bias accuracy skip (PyTorch's default)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lnl_lightning.data.checks import check_color_bins
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.image_files import (
     ImageRecords,
@@ -165,8 +166,7 @@ class DogsCatsDataModule(ImageSplitsDataModule):
             raise ConfigError(
                 f"data.split_source must be one of {SPLIT_SOURCES}, got '{split_source}'"
             )
-        if color_bins < 1 or 256 % color_bins:
-            raise ConfigError(f"data.color_bins must divide 256 (e.g. 8), got {color_bins}")
+        check_color_bins(color_bins)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.lists_dir = Path(lists_dir).expanduser().resolve() if lists_dir else self.data_dir
         self.train_split, self.split_source = train_split, split_source

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from lnl_lightning.data.checks import check_loader_settings
 from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IMAGE, LABEL, color_bin_target
 from lnl_lightning.errors import ConfigError, DataError
 
@@ -159,19 +159,9 @@ def image_loader(
 
 def check_common(batch_size: int, image_size: int, val_fraction: float, num_workers: int) -> None:
     """Validate the data keys every image datamodule shares."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
+    check_loader_settings(batch_size, val_fraction, num_workers)
     if not isinstance(image_size, int) or image_size < 8:
         raise ConfigError(f"data.image_size must be an integer >= 8, got {image_size}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-    if num_workers < 0:
-        raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
-
-
-def default_workers() -> int:
-    """Up to 8 loader workers, fewer on small machines."""
-    return min(8, os.cpu_count() or 1)
 
 
 class ImageSplitsDataModule(pl.LightningDataModule):

@@ -1,0 +1,21 @@
+"""Checks of the data keys that several datamodules share, with messages naming the key."""
+
+from __future__ import annotations
+
+from lnl_lightning.errors import ConfigError
+
+
+def check_loader_settings(batch_size: int, val_fraction: float, num_workers: int) -> None:
+    """``data.batch_size``, ``data.val_fraction`` and ``data.num_workers``."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    if num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+
+
+def check_color_bins(color_bins: int) -> None:
+    """``data.color_bins``: bins per RGB channel of the per-pixel colour target."""
+    if color_bins < 1 or 256 % color_bins:
+        raise ConfigError(f"data.color_bins must divide 256 (e.g. 8), got {color_bins}")
