@@ -16,11 +16,9 @@ from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE, register_resolvers
 from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-from lnl_lightning.files import write_text_atomic
+from lnl_lightning.files import ERROR_FILE, write_text_atomic
 
 log = logging.getLogger("lnl_lightning")
-
-ERROR_FILE = "error.json"
 
 
 def is_multirun() -> bool:

@@ -16,6 +16,14 @@ from lnl_lightning.files import write_atomic, write_text_atomic  # noqa: E402
 from lnl_lightning.metrics import cell_accuracy  # noqa: E402
 
 
+def save_png(fig: plt.Figure, path: Path, dpi: int = 120) -> Path:
+    """Lay out, write atomically as PNG, and close a figure."""
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    plt.close(fig)
+    return path
+
+
 def save_group_matrix(
     correct: torch.Tensor,
     total: torch.Tensor,
@@ -64,10 +72,7 @@ def save_group_matrix(
     ax.set_ylabel("label")
     ax.set_title(title or "accuracy per (label, bias group); blank = no images")
     fig.colorbar(image, ax=ax, label="accuracy")
-    fig.tight_layout()
-    png_path = out_dir / f"{stem}.png"
-    write_atomic(png_path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    png_path = save_png(fig, out_dir / f"{stem}.png")
     return csv_path, png_path
 
 
@@ -97,8 +102,4 @@ def save_sample_grid(
         bias = group_names[group] if group_names else str(int(group))
         ax.set_title(f"{name} / {bias}", fontsize=7)
     fig.suptitle(f"{title} (label / bias group)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=100)

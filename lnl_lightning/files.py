@@ -7,6 +7,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+METRICS_FILE = "metrics.json"  # a finished run's final metrics, in its run folder
+ERROR_FILE = "error.json"  # a failed sweep job's error, in its run folder
+
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""

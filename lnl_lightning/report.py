@@ -29,7 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from lnl_lightning.files import write_atomic, write_text_atomic  # noqa: E402
+from lnl_lightning.figures import save_png  # noqa: E402
+from lnl_lightning.files import ERROR_FILE, METRICS_FILE, write_text_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
 def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
     """Finished runs below ``root`` and the job folders without results (failed or running)."""
     runs = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in sorted(root.rglob(METRICS_FILE)):
         try:
             summary = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
@@ -132,9 +133,9 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
     incomplete = []
     for hydra_dir in sorted(root.rglob(".hydra")):
         folder = hydra_dir.parent
-        if (folder / "metrics.json").is_file():
+        if (folder / METRICS_FILE).is_file():
             continue
-        error_file = folder / "error.json"
+        error_file = folder / ERROR_FILE
         if error_file.is_file():
             error = json.loads(error_file.read_text()).get("error", "")
             incomplete.append({"folder": str(folder), "status": "failed", "error": error})
@@ -249,9 +250,7 @@ def plot_vs_lambda(rows: list[Row], metric: str, ylabel: str, path: Path) -> str
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_png(fig, path)
     return None
 
 
@@ -289,9 +288,7 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_png(fig, path)
     return None
 
 

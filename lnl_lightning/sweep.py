@@ -10,6 +10,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lnl_lightning.files import ERROR_FILE, METRICS_FILE
+
 log = logging.getLogger("lnl_lightning.sweep")
 
 
@@ -18,8 +20,8 @@ class FailedJobsReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        failed = sorted(sweep_dir.glob("*/error.json"))
-        done = sorted(sweep_dir.glob("*/metrics.json"))
+        failed = sorted(sweep_dir.glob(f"*/{ERROR_FILE}"))
+        done = sorted(sweep_dir.glob(f"*/{METRICS_FILE}"))
         if not failed:
             log.info("Multirun finished: %d job(s) completed in %s", len(done), sweep_dir)
             return

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from lnl_lightning.config import build
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.files import load_checkpoint, write_text_atomic
+from lnl_lightning.files import METRICS_FILE, load_checkpoint, write_text_atomic
 from lnl_lightning.loggers import build_loggers, finish_loggers
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_time_s": round(time.time() - started, 1),
             "config_path": str(config_path.resolve()),
         }
-        write_text_atomic(out_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
-        log.info("Metrics written to %s", out_dir / "metrics.json")
+        write_text_atomic(out_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
+        log.info("Metrics written to %s", out_dir / METRICS_FILE)
     finish_loggers(loggers, metrics)
     return metrics
 
