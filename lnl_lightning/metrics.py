@@ -49,16 +49,22 @@ class GroupAccuracy(Metric):
         return cell_accuracy(self.correct, self.total)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        aligned = self.aligned_mask.to(self.total.device)
-        conflicting = self.conflicting_mask.to(self.total.device)
-        result = {"acc": self.correct.sum() / self.total.sum().clamp(min=1)}
-        for name, cells in (("acc_aligned", aligned), ("acc_conflicting", conflicting)):
-            total = self.total[cells].sum()
-            if total > 0:
-                result[name] = self.correct[cells].sum() / total
-        populated = self.total > 0
-        result["acc_unbiased"] = self.cell_accuracy()[populated].mean().float()
-        return {k: v.float() for k, v in result.items()}
+        return group_summary(self.correct, self.total, self.aligned_mask, self.conflicting_mask)
+
+
+def group_summary(
+    correct: torch.Tensor, total: torch.Tensor, aligned: torch.Tensor, conflicting: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """acc, acc_aligned, acc_conflicting (when populated) and acc_unbiased from cell counts."""
+    aligned, conflicting = aligned.to(total.device), conflicting.to(total.device)
+    result = {"acc": correct.sum() / total.sum().clamp(min=1)}
+    for name, cells in (("acc_aligned", aligned), ("acc_conflicting", conflicting)):
+        cell_total = total[cells].sum()
+        if cell_total > 0:
+            result[name] = correct[cells].sum() / cell_total
+    populated = total > 0
+    result["acc_unbiased"] = cell_accuracy(correct, total)[populated].mean().float()
+    return {k: v.float() for k, v in result.items()}
 
 
 def cell_accuracy(correct: torch.Tensor, total: torch.Tensor) -> torch.Tensor:

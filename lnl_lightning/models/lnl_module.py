@@ -27,7 +27,7 @@ from lnl_lightning.data.contract import (
 )
 from lnl_lightning.errors import ConfigError, TrainingDiverged
 from lnl_lightning.files import load_checkpoint
-from lnl_lightning.metrics import GroupAccuracy
+from lnl_lightning.metrics import GroupAccuracy, group_summary
 from lnl_lightning.models.distributed import all_reduce_buffers, all_reduce_gradients
 from lnl_lightning.models.gradient_reversal import grad_reverse
 
@@ -162,8 +162,8 @@ class LNLModule(pl.LightningModule):
         if self.step == "fused":
             label_loss, label_logits, bias_loss = self.fused_step(batch, opt_main, opt_bias)
         else:
-            label_loss, label_logits = self.label_step(batch, opt_main)
-            bias_loss = self.bias_step(batch, opt_main, opt_bias)
+            label_loss, label_logits, features = self.label_step(batch, opt_main)
+            bias_loss = self.bias_step(batch, features, opt_main, opt_bias)
 
         self._watch_losses(label_loss, bias_loss, batch_idx)
         n = len(batch[LABEL])
@@ -175,8 +175,11 @@ class LNLModule(pl.LightningModule):
 
     def label_step(
         self, batch: dict[str, torch.Tensor], opt_main: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 1: f and g learn the label and, with weight lambda_, to make h uncertain."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step 1: f and g learn the label and, with weight lambda_, to make h uncertain.
+
+        Returns the label loss, the label logits and f's (detached) features.
+        """
         self.toggle_optimizer(opt_main)  # h gets no gradient, hence no update, here
         try:
             features = self.feature_extractor(batch[IMAGE])
@@ -192,19 +195,17 @@ class LNLModule(pl.LightningModule):
             opt_main.step()
         finally:
             self.untoggle_optimizer(opt_main)
-        self._features = features.detach()
-        return label_loss, label_logits
+        return label_loss, label_logits, features.detach()
 
     def bias_step(
-        self, batch: dict[str, torch.Tensor], opt_main: Any, opt_bias: Any
+        self, batch: dict[str, torch.Tensor], features: torch.Tensor, opt_main: Any, opt_bias: Any
     ) -> torch.Tensor:
         """Step 2: h learns the bias; through the reversal layer f is pushed to un-learn it."""
         if self.mu > 0:
             # f changed in step 1: recompute its features, as the official code does.
             bias_input = grad_reverse(self.feature_extractor(batch[IMAGE]), self.mu)
         else:
-            bias_input = self._features  # baseline probe: no gradient reaches f
-        self._features = None
+            bias_input = features  # step 1's, detached: the baseline probe moves no f
         bias_loss = F.cross_entropy(
             self.bias_head(bias_input), batch[BIAS_TARGET], ignore_index=IGNORE_INDEX
         )
@@ -299,18 +300,17 @@ class LNLModule(pl.LightningModule):
 
     def _log_stage(self, stage: str) -> None:
         group_acc = self.group_acc[stage]
-        values = {f"{stage}/{name}": value for name, value in group_acc.compute().items()}
+        with group_acc.sync_context():  # counts summed over processes, once
+            correct, total = group_acc.correct.cpu().clone(), group_acc.total.cpu().clone()
+        self.group_counts[stage] = (correct, total)
+        summary = group_summary(correct, total, group_acc.aligned_mask, group_acc.conflicting_mask)
+        values = {f"{stage}/{name}": value.to(self.device) for name, value in summary.items()}
         values[f"{stage}/bias_acc"] = self.bias_acc[stage].compute()
         self.log_dict(values, prog_bar=False)
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:
             summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
             when = f"epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else "final"
             log.info("%s  %s", when, summary)
-        with group_acc.sync_context():
-            self.group_counts[stage] = (
-                group_acc.correct.cpu().clone(),
-                group_acc.total.cpu().clone(),
-            )
         group_acc.reset()
         self.bias_acc[stage].reset()
 
