@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lnl_lightning.config import build
 from lnl_lightning.data.contract import BiasSpec
@@ -63,11 +64,40 @@ def check_config(cfg: DictConfig) -> None:
             "trainer=ddp_spawn does not work with logger=csv (Lightning's CSV logger loses its "
             "header across the spawned processes): use logger=tensorboard or logger=wandb"
         )
+    check_devices(cfg.trainer)
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
     if cfg.ckpt_path:
         load_checkpoint(resume_path(cfg), "ckpt_path")
+
+
+def check_devices(trainer_cfg: DictConfig) -> None:
+    """``trainer.accelerator`` and ``trainer.devices`` against what this machine has."""
+    import torch
+
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    devices = trainer_cfg.get("devices", "auto")
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}, but no GPU is visible here "
+            f"(torch.cuda.device_count() == 0): use trainer.accelerator=cpu or auto"
+        )
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0):
+        available, what = gpus, "GPU(s)"
+    elif accelerator in ("cpu", "auto"):
+        available, what = os.cpu_count() or 1, "CPU core(s) (one process per device)"
+    else:
+        return  # another accelerator: Lightning checks it
+    wanted = len(devices) if isinstance(devices, ListConfig) else devices
+    if isinstance(wanted, str) and wanted.lstrip("-").isdigit():
+        wanted = int(wanted)
+    if isinstance(wanted, int) and (wanted == 0 or wanted < -1 or wanted > available):
+        raise ConfigError(
+            f"trainer.devices={devices}: this machine has {available} {what}; give a number "
+            f"from 1 to {available}, -1 or auto for all of them"
+        )
 
 
 def resume_path(cfg: DictConfig) -> Path | None:

@@ -127,6 +127,8 @@ BAD_INPUTS = [
     ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
     ("data.data_dir=/etc/hostname", "data.data_dir must be a folder"),
     ("optimized_metric=test/acc", "never a test one"),
+    ("trainer.devices=100000", "trainer.devices=100000: this machine has"),
+    ("trainer.devices=0", "trainer.devices=0: this machine has"),
 ]
 
 
@@ -150,6 +152,41 @@ def test_bad_input_is_refused_before_any_work(override, message, tmp_path, mnist
         run(cfg)
     assert message in str(err.value)
     assert not (tmp_path / "run").exists()  # stopped before any work
+
+
+def test_an_unwritable_data_dir_is_named_when_mnist_must_be_fetched(tmp_path):
+    from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
+    from lnl_lightning.errors import ConfigError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError) as err:
+        ColoredMNISTDataModule(data_dir=blocker / "data", download=True)
+    assert f"data.data_dir: unpacking or downloading MNIST has to write into {blocker}" in str(
+        err.value
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")
+def test_asking_for_a_gpu_without_one_says_so(tmp_path, mnist_dir):
+    result = run_cli(
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        "trainer.accelerator=gpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "trainer.accelerator=gpu, but no GPU is visible here" in result.stderr
+
+
+@pytest.mark.parametrize("group", ["experiment", "data", "model", "net", "trainer"])
+def test_an_unknown_config_name_lists_the_choices(group, tmp_path):
+    result = run_cli(f"{group}=no_such_{group}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"Could not find '{group}/no_such_{group}'" in result.stderr
+    assert f"Available options in '{group}'" in result.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.parametrize(("override", "message"), [BAD_INPUTS[0], BAD_INPUTS[6]])
@@ -288,15 +325,12 @@ def test_same_seed_same_metrics_other_seed_other_metrics(lnl_run, tmp_path, mnis
     assert runs[1] != first
 
 
-def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_finishes_the_run(tmp_path, mnist_dir):
+def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, mnist_dir):
     import signal
     import time
 
     run_dir = tmp_path / "run"
-    args = [
-        sys.executable,
-        "-m",
-        "lnl_lightning",
+    overrides = [
         "experiment=colored_mnist",
         f"data.data_dir={mnist_dir}",
         "data.batch_size=8",
@@ -305,25 +339,43 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_finishes_the_run(tmp_path
         "trainer.limit_test_batches=2",
         "trainer.enable_progress_bar=false",
         "callbacks.rich_progress_bar=null",
-        f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "lnl_lightning", *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     log = run_dir / "__main__.log"
     deadline = time.time() + 240
     while time.time() < deadline and not (log.is_file() and "epoch 0  val/acc" in log.read_text()):
+        assert process.poll() is None, process.communicate()[0][-3000:]
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)  # during epoch 1, as a scheduler's preemption would
     process.communicate(timeout=120)
     assert process.returncode != 0 and not (run_dir / "metrics.json").exists()
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert saved["epoch"] == 1  # interrupted inside the second epoch
+    batches_per_epoch = 68  # 540 training images in batches of 8
+    assert saved["epoch"] == 1 and saved["global_step"] % batches_per_epoch != 0  # mid-epoch
 
-    run_ok(*args[3:], "ckpt_path=last", cwd=tmp_path)
-    summary = json.loads((run_dir / "metrics.json").read_text())
-    assert summary["epochs"] == 3
+    run_ok(*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last", cwd=tmp_path)
+    straight_dir = tmp_path / "straight"
+    run_ok(*overrides, f"hydra.run.dir={straight_dir}", cwd=tmp_path)
+
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    straight = json.loads((straight_dir / "metrics.json").read_text())
+    assert resumed["epochs"] == 3 and resumed["global_step"] == straight["global_step"]
+    assert resumed["metrics"] == straight["metrics"]  # bit for bit
+    weights = [
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        for d in (run_dir, straight_dir)
+    ]
+    assert weights[0]["state_dict"].keys() == weights[1]["state_dict"].keys()
+    for name, tensor in weights[0]["state_dict"].items():
+        assert torch.equal(tensor, weights[1]["state_dict"][name]), name
     assert (
         len(list((run_dir / "csv").glob("version_*/metrics.csv"))) == 2
     )  # the first logs are kept

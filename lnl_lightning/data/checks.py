@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from lnl_lightning.errors import ConfigError
 
 
@@ -19,3 +22,17 @@ def check_color_bins(color_bins: int) -> None:
     """``data.color_bins``: bins per RGB channel of the per-pixel colour target."""
     if color_bins < 1 or 256 % color_bins:
         raise ConfigError(f"data.color_bins must divide 256 (e.g. 8), got {color_bins}")
+
+
+def check_writable(folder: Path, key: str, needed_for: str) -> None:
+    """Create ``folder`` if needed and write a scratch file in it; say which key to fix if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{key}: {needed_for} has to write into {folder}, which is not writable "
+            f"({err.strerror or err}). Give {key} a writable folder, or one that already holds "
+            f"the files."
+        ) from err

@@ -35,7 +35,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lnl_lightning.data.checks import check_color_bins, check_loader_settings
+from lnl_lightning.data.checks import check_color_bins, check_loader_settings, check_writable
 from lnl_lightning.data.contract import (
     BIAS_GROUP,
     BIAS_TARGET,
@@ -44,6 +44,7 @@ from lnl_lightning.data.contract import (
     BiasSpec,
     color_bin_target,
 )
+from lnl_lightning.data.sampling import ResumableLoader
 from lnl_lightning.errors import ConfigError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.data_dir must be a folder holding MNIST/raw/, but {self.data_dir} is a file"
             )
+        raw = self.data_dir / "MNIST" / "raw"
+        if download and not all((raw / name).is_file() for name in MNIST_FILES):
+            check_writable(raw, "data.data_dir", "unpacking or downloading MNIST")
         self.color_var = float(color_var)
         self.protocol, self.rho = protocol, float(rho)
         self.batch_size = batch_size
@@ -341,21 +345,21 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         torch.save(tensors, tmp)
         tmp.replace(path)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
+    def _loader(self, split: str) -> DataLoader:
+        loader = ResumableLoader if split == "train" else DataLoader  # train: shuffled
+        return loader(
             self.splits[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=pass_batch,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lnl_lightning.data.checks import check_color_bins
+from lnl_lightning.data.checks import check_color_bins, check_writable
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.image_files import (
     ImageRecords,
@@ -65,6 +65,7 @@ def read_lists(lists_dir: Path, download: bool) -> dict[str, str]:
     """``{file name: 'dark' | 'bright'}`` from the official lists (downloaded if missing)."""
     missing = [n for n in LIST_FILES.values() if not (lists_dir / n).is_file()]
     if missing and download:
+        check_writable(lists_dir, "data.lists_dir", "downloading the brightness lists")
         try:
             download_lists(lists_dir)
             log.info("Downloaded the Dogs & Cats brightness lists into %s", lists_dir)

@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 
 from lnl_lightning.data.checks import check_loader_settings
 from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IMAGE, LABEL, color_bin_target
+from lnl_lightning.data.sampling import ResumableLoader
 from lnl_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,14 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``key`` is an index, or ``(index, seed)`` from a sampler that seeds augmentation."""
+        i, seed = key if isinstance(key, tuple) else (key, None)
         path = self.records.paths[i]
         try:
-            with Image.open(path) as image:
+            with Image.open(path) as image, torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
                 pixels = self.transform(image.convert("RGB"))
         except OSError as err:
             raise DataError(f"could not read image {path}: {err}") from err
@@ -145,16 +150,18 @@ def image_loader(
     num_workers: int,
     color_bins: int = 8,
 ) -> DataLoader:
-    """DataLoader over image files (shuffled for training)."""
-    return DataLoader(
-        ImageFileDataset(records, train, image_size, color_bins),
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and len(records) > batch_size,  # a 1-image batch breaks BatchNorm
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )
+    """DataLoader over image files; for training shuffled, resumable, augmentation seeded."""
+    dataset = ImageFileDataset(records, train, image_size, color_bins)
+    options = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "pin_memory": torch.cuda.is_available(),
+    }
+    if not train:
+        return DataLoader(dataset, **options)
+    drop_last = len(records) > batch_size  # a 1-image batch breaks BatchNorm
+    return ResumableLoader(dataset, with_seeds=True, drop_last=drop_last, **options)
 
 
 def check_common(batch_size: int, image_size: int, val_fraction: float, num_workers: int) -> None:

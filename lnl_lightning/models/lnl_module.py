@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,28 @@ from lnl_lightning.models.distributed import all_reduce_buffers, all_reduce_grad
 from lnl_lightning.models.gradient_reversal import grad_reverse
 
 log = logging.getLogger(__name__)
+
+
+def rng_states() -> dict[str, Any]:
+    """Python's, NumPy's and torch's generator states, as plain data and tensors."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` saved."""
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in states["python"]))
+    name, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
 
 STEPS = ("official", "fused")
 LOSS_TERMS = ("the label loss (train/label_loss)", "the bias loss (train/bias_loss)")
@@ -130,9 +154,12 @@ class LNLModule(pl.LightningModule):
         self.test_names = tuple(test_names)
         stages = ("val", *self.test_names)
 
+        # persistent: a checkpoint taken mid-epoch carries the epoch's running means
         self.train_label_loss = MeanMetric()
         self.train_bias_loss = MeanMetric()
         self.train_acc = MeanMetric()
+        for metric in (self.train_label_loss, self.train_bias_loss, self.train_acc):
+            metric.persistent(True)
         self.group_acc = nn.ModuleDict(
             {
                 stage: GroupAccuracy(bias_spec.aligned_mask(), bias_spec.conflicting_mask())
@@ -290,6 +317,13 @@ class LNLModule(pl.LightningModule):
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
