@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
 from lnl_lightning.figures import save_group_matrix, save_sample_grid
 from lnl_lightning.loggers import log_group_matrix
+
+log = logging.getLogger(__name__)
 
 
 class SampleGrid(pl.Callback):
@@ -121,11 +130,35 @@ class ChannelsLast(pl.Callback):
 
 
 class CheckpointOnInterrupt(pl.Callback):
-    """On SIGTERM (a scheduler's preemption) or Ctrl-C during training, save ``last.ckpt``.
+    """On SIGTERM (preemption), Ctrl-C or, under SLURM, SIGUSR1 (the time limit is near), save
+    ``last.ckpt`` at the end of the current batch and stop.
 
     The checkpoint goes where the checkpoint callback writes, so ``ckpt_path=last`` with the
-    same ``hydra.run.dir`` continues the run.
+    same ``hydra.run.dir`` continues the run. Under SLURM it is also saved as Lightning's
+    ``hpc_ckpt_<n>.ckpt`` in the run folder, which a requeued job resumes from by itself; after
+    SIGUSR1 the job requeues itself (``scontrol requeue``), as Lightning's auto-requeue does,
+    but with a checkpoint taken between two steps rather than inside one.
     """
+
+    def __init__(self) -> None:
+        self.requeue = False
+        self._previous_handler: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # before Lightning installs its handlers: it then leaves SIGUSR1 to this one
+        on_slurm = SLURMEnvironment.detect()
+        if stage == "fit" and on_slurm and threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGUSR1, self._on_time_limit)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGUSR1, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_time_limit(self, signum: int, frame: Any) -> None:
+        log.warning("SIGUSR1: the time limit is near; checkpointing, then requeueing the job")
+        self.requeue = True
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops after the current batch
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -142,3 +175,31 @@ class CheckpointOnInterrupt(pl.Callback):
             trainer.checkpoint_callback.dirpath or Path(trainer.default_root_dir) / "checkpoints"
         )
         trainer.save_checkpoint(directory / "last.ckpt")
+        if not SLURMEnvironment.detect():
+            return
+        hpc = trainer.strategy.broadcast(hpc_checkpoint_path(Path(trainer.default_root_dir)))
+        trainer.save_checkpoint(hpc)
+        log.info("Saved %s; a requeued job resumes from it", hpc)
+        if self.requeue and trainer.is_global_zero:
+            requeue_slurm_job()
+
+
+def hpc_checkpoint_path(folder: Path) -> Path:
+    """The next ``hpc_ckpt_<n>.ckpt`` in ``folder``: the name Lightning resumes from on SLURM."""
+    numbers = [int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("hpc_ckpt_*.ckpt")]
+    return folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
+
+
+def requeue_slurm_job() -> None:
+    """``scontrol requeue`` this job (or this array task)."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = (
+        f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        if array_job
+        else os.environ["SLURM_JOB_ID"]
+    )
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode == 0:
+        log.info("Requeued SLURM job %s", job)
+    else:
+        log.error("Could not requeue SLURM job %s: %s", job, result.stderr.strip())

@@ -325,6 +325,19 @@ def test_same_seed_same_metrics_other_seed_other_metrics(lnl_run, tmp_path, mnis
     assert runs[1] != first
 
 
+BATCHES_PER_EPOCH = 68  # the generated MNIST: 540 training images in batches of 8
+
+
+def batches_into_epoch(checkpoint: dict) -> int:
+    """Training batches done in the checkpoint's epoch, by Lightning's count and the loader's."""
+    loop = checkpoint["loops"]["fit_loop"]
+    done = loop["epoch_loop.batch_progress"]["current"]["completed"]
+    assert loop["state_dict"]["combined_loader"] == [
+        {"epoch": checkpoint["epoch"], "batches": done}
+    ]
+    return done
+
+
 def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, mnist_dir):
     import signal
     import time
@@ -358,8 +371,7 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_p
     process.communicate(timeout=120)
     assert process.returncode != 0 and not (run_dir / "metrics.json").exists()
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    batches_per_epoch = 68  # 540 training images in batches of 8
-    assert saved["epoch"] == 1 and saved["global_step"] % batches_per_epoch != 0  # mid-epoch
+    assert saved["epoch"] == 1 and 0 < batches_into_epoch(saved) < BATCHES_PER_EPOCH
 
     run_ok(*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last", cwd=tmp_path)
     straight_dir = tmp_path / "straight"
@@ -379,6 +391,70 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_p
     assert (
         len(list((run_dir / "csv").glob("version_*/metrics.csv"))) == 2
     )  # the first logs are kept
+
+
+def test_slurm_time_limit_signal_checkpoints_requeues_and_the_requeued_job_resumes(
+    tmp_path, mnist_dir
+):
+    import signal
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"  # records the requeue instead of talking to SLURM
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    slurm = {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "lnl",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    run_dir = tmp_path / "run"
+    args = [
+        "experiment=colored_mnist",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **slurm}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lnl_lightning", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log = run_dir / "__main__.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.is_file() and "epoch 0  val/acc" in log.read_text()):
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGUSR1)  # SLURM's warning before the time limit
+    process.communicate(timeout=120)
+    assert process.returncode != 0 and not (run_dir / "metrics.json").exists()
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    assert hpc["epoch"] == 1 and 0 < batches_into_epoch(hpc) < BATCHES_PER_EPOCH
+
+    # the requeued job: same command, no ckpt_path; Lightning finds hpc_ckpt_1.ckpt
+    requeued = run_ok(*args, cwd=tmp_path, SLURM_RESTART_COUNT="1", **slurm)
+    assert "hpc_ckpt_1.ckpt" in requeued.stdout + requeued.stderr + log.read_text()
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    steps_per_batch = hpc["global_step"] // (BATCHES_PER_EPOCH + batches_into_epoch(hpc))
+    assert summary["epochs"] == 2
+    assert (
+        summary["global_step"] == steps_per_batch * 2 * BATCHES_PER_EPOCH
+    )  # none lost, none twice
 
 
 def test_ckpt_path_last_without_a_checkpoint_says_what_to_do(tmp_path, mnist_dir):

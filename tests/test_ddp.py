@@ -101,6 +101,7 @@ def test_slurm_launcher_allocation_follows_the_trainer(tmp_path):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+    assert launcher.additional_parameters.signal.startswith("USR1@")  # the requeue signal
 
 
 def test_submitit_local_runs_a_two_job_sweep(tmp_path, mnist_dir):
