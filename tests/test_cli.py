@@ -269,22 +269,29 @@ def test_real_image_experiments_run_end_to_end(
         assert (run_dir / f"group_acc_{name}.png").is_file()
 
 
-def test_divergence_stops_with_the_term_and_keeps_no_nan_weights(tmp_path, mnist_dir):
+def test_divergence_stops_with_the_term_and_keeps_the_last_good_checkpoint(tmp_path, mnist_dir):
     run_dir = tmp_path / "run"
     result = run_cli(
         "experiment=colored_mnist",
         "debug=fast",
-        "model.optimizer.lr=1e30",
+        "trainer.max_epochs=3",
+        "model.scheduler.step_size=1",
+        "model.scheduler.gamma=1e30",  # epoch 0 trains normally, epoch 1 blows up
         f"data.data_dir={mnist_dir}",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert (
-        "training diverged: the label loss (train/label_loss) became NaN or infinite"
-        in result.stderr
+    assert "training diverged: the label loss (train/label_loss) became NaN or infinite" in (
+        result.stderr
     )
-    assert not list(run_dir.rglob("*.ckpt")) and not (run_dir / "metrics.json").exists()
+    assert "(epoch 1)" in result.stderr
+    assert not (run_dir / "metrics.json").exists()
+    kept = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert kept["epoch"] == 0
+    assert all(
+        torch.isfinite(t).all() for t in kept["state_dict"].values() if t.is_floating_point()
+    )
 
 
 def test_corrupt_checkpoint_is_refused_by_name(lnl_run, tmp_path, mnist_dir):

@@ -218,3 +218,15 @@ def test_fused_step_applies_both_updates_from_one_pass(mu):
 def test_unknown_step_is_rejected():
     with pytest.raises(ConfigError, match="model.step"):
         make_module(0.01, 0.1, step="fast")
+
+
+def test_no_checkpoint_is_written_once_a_loss_was_not_finite():
+    from lnl_lightning.errors import TrainingDiverged
+
+    module = make_module(0.01, 0.1)
+    finite = torch.tensor(1.0)
+    module._watch_losses(finite, finite, batch_idx=0)
+    module.on_save_checkpoint({})  # all finite: saving goes ahead
+    module._watch_losses(torch.tensor(float("nan")), finite, batch_idx=1)
+    with pytest.raises(TrainingDiverged, match="the label loss .* at training batch 2"):
+        module.on_save_checkpoint({})  # e.g. SIGTERM before the periodic check saw it

@@ -319,6 +319,7 @@ class LNLModule(pl.LightningModule):
             scheduler.step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._stop_if_diverged()  # whoever saves: never NaN weights over a good checkpoint
         checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
