@@ -56,6 +56,12 @@ PUBLISHED_COLORED_MNIST = {
         0.050: 0.9618,
     },
 }
+# Unbiased test accuracy of the ReBias protocol (Bahng et al. 2020, Table 1), by rho.
+PUBLISHED_REBIAS = {
+    "vanilla": {0.999: 0.104, 0.997: 0.334, 0.995: 0.721, 0.990: 0.891},
+    "ReBias": {0.999: 0.227, 0.997: 0.642, 0.995: 0.760, 0.990: 0.881},
+}
+OFFICIAL_WEIGHTS = (0.01, 0.1)  # (lambda, mu) of the published LNL runs
 # Config fields that tell configurations apart (the seed is what repeats within one).
 KEY_FIELDS = (
     "task_name",
@@ -184,6 +190,62 @@ def format_value(row: Row, metric: str) -> str:
     return f"{row.mean(metric):.4f} ± {row.std(metric):.4f}"
 
 
+def _comparison_rows(rows: list[Row], x_key: str) -> dict[str, dict[float, Row]]:
+    """Baseline and official-weight LNL rows by ``x_key`` value, one series per method/step."""
+    series: dict[str, dict[float, Row]] = defaultdict(dict)
+    for row in rows:
+        x, method = row.fields.get(x_key), row.fields["method"]
+        official = (row.fields["lambda"], row.fields["mu"]) == OFFICIAL_WEIGHTS
+        if x is None or not row.values.get("test/acc") or (method == "lnl" and not official):
+            continue
+        name = "LNL" if method == "lnl" else method
+        if row.fields["step"] is not None:
+            name += f" ({row.fields['step']} step)"
+        series[name][float(x)] = row
+    return series
+
+
+def published_comparison(rows: list[Row]) -> list[str]:
+    """Markdown tables of test/acc against the published numbers, by sigma^2 and by rho."""
+    lines: list[str] = []
+    for x_key, symbol, published in (
+        ("color_var", "σ²", PUBLISHED_COLORED_MNIST),
+        ("rho", "ρ", PUBLISHED_REBIAS),
+    ):
+        series = _comparison_rows(rows, x_key)
+        if not series:
+            continue
+        xs = sorted(
+            {x for s in series.values() for x in s} | {x for p in published.values() for x in p}
+        )
+        title = "Colored MNIST (Kim et al.)" if x_key == "color_var" else "ReBias protocol"
+        lines += [
+            "",
+            f"## {title}: unbiased test accuracy against the published numbers",
+            "",
+            f"Mean ± std over seeds (n); published values as reported. λ, μ = {OFFICIAL_WEIGHTS}.",
+            "",
+            f"| {symbol} | " + " | ".join(f"{x:g}" for x in xs) + " |",
+            "|---|" + "---|" * len(xs),
+        ]
+        for name, by_x in sorted(
+            series.items(), key=lambda item: (item[0].startswith("LNL"), item)
+        ):
+            cells = [
+                f"{by_x[x].mean('test/acc'):.4f} ± {by_x[x].std('test/acc'):.4f} "
+                f"({len(by_x[x].values['test/acc'])})"
+                if x in by_x
+                else "–"
+                for x in xs
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for name, values in published.items():
+            cells = [f"{values[x]:.4f}" if x in values else "–" for x in xs]
+            name = {"lnl": "LNL"}.get(name, name)
+            lines.append(f"| {name} (published) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_markdown(
     rows: list[Row], incomplete: list[dict], plots: dict[str, str | None], path: Path
 ) -> None:
@@ -204,6 +266,7 @@ def write_markdown(
         seeds = ",".join(str(s) for s in sorted(row.seeds, key=str))
         cells += [str(len(row.seeds)), seeds, *(format_value(row, m) for m in columns)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += published_comparison(rows)
     lines += ["", "## Plots", ""]
     for name, reason in plots.items():
         lines.append(f"![{name}]({name})" if reason is None else f"- {name}: not drawn ({reason})")

@@ -81,7 +81,13 @@ def test_report_of_the_sweep(lambda_sweep, tmp_path):
 
 
 def write_run(
-    folder: Path, method: str, lambda_: float, seed: int, acc: float, hydra_only=False
+    folder: Path,
+    method: str,
+    lambda_: float,
+    seed: int,
+    acc: float,
+    hydra_only: bool = False,
+    data: dict | None = None,
 ) -> None:
     (folder / ".hydra").mkdir(parents=True)
     if hydra_only:
@@ -91,7 +97,7 @@ def write_run(
         "method": method,
         "seed": seed,
         "model": {"lambda_": lambda_, "mu": 0.1 if method == "lnl" else 0.0},
-        "data": {"color_var": 0.03},
+        "data": data or {"color_var": 0.03},
     }
     (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
     metrics = {"test/acc": acc, "test/bias_acc": 0.5, "val/acc": 0.99}
@@ -121,6 +127,21 @@ def test_report_averages_over_seeds_and_lists_unfinished_jobs(tmp_path):
     text = write_report(tmp_path).read_text()
     assert "0.7500 ± 0.0707" in text and "| 2 | 0,1 |" in text
     assert "DataError: boom" in text and "running or stopped" in text
+    comparison = text.split("against the published numbers")[1].split("## Plots")[0]
+    assert "| σ² | 0.02 | 0.025 | 0.03 | 0.035 | 0.04 | 0.045 | 0.05 |" in comparison
+    assert "| LNL | – | – | 0.7500 ± 0.0707 (2) |" in comparison  # official weights only
+    assert "| LNL (published) | 0.8185 | 0.8854 | 0.9137 |" in comparison
+
+
+def test_report_sets_the_rebias_protocol_against_its_published_numbers(tmp_path):
+    for seed, acc in ((0, 0.30), (1, 0.50)):
+        data = {"protocol": "rebias", "rho": 0.997}
+        write_run(tmp_path / str(seed), "lnl", 0.01, seed, acc, data=data)
+    text = write_report(tmp_path).read_text()
+    comparison = text.split("ReBias protocol: unbiased test accuracy")[1]
+    assert "| ρ | 0.99 | 0.995 | 0.997 | 0.999 |" in comparison
+    assert "| LNL | – | – | 0.4000 ± 0.1414 (2) | – |" in comparison
+    assert "| ReBias (published) | 0.8810 | 0.7600 | 0.6420 | 0.2270 |" in comparison
 
 
 def test_report_cli_rejects_a_missing_folder(tmp_path, capsys):
