@@ -83,9 +83,10 @@ def test_loggers_instantiate(logger, tmp_path):
     assert len(build_loggers(cfg)) == 1
 
 
-def test_typo_in_a_key_fails_at_composition(tmp_path):
-    with pytest.raises(ConfigCompositionException, match="lamda"):
-        compose_train(["model.lamda=0.1"], tmp_path)
+@pytest.mark.parametrize("key", ["model.lamda", "model.lamda_", "data.colour_var"])
+def test_typo_in_a_key_fails_at_composition(key, tmp_path):
+    with pytest.raises(ConfigCompositionException, match=f"Could not override '{key}'"):
+        compose_train([f"{key}=0.1"], tmp_path)
 
 
 def test_data_module_is_the_one_named(tmp_path, mnist_dir):

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import TensorDataset
 
+from lnl_lightning.data.contract import IMAGE
+from lnl_lightning.data.image_files import ImageFileDataset, ImageRecords
 from lnl_lightning.data.sampling import ResumableLoader, ResumableSampler
 
 
@@ -61,20 +67,23 @@ def test_seeds_for_augmentation_are_fixed_per_image_and_epoch():
     assert set(pairs.values()).isdisjoint(dict(iter(sampler)).values())
 
 
-def test_an_image_seed_fixes_its_augmentation_whatever_ran_before(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    from lnl_lightning.data.contract import IMAGE
-    from lnl_lightning.data.image_files import ImageFileDataset, ImageRecords
-
+def one_image_training_set(tmp_path: Path) -> ImageFileDataset:
     path = tmp_path / "image.png"
     pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     records = ImageRecords([path], np.array([0]), np.array([0]), np.array([0]))
-    dataset = ImageFileDataset(records, train=True, image_size=32)
+    return ImageFileDataset(records, train=True, image_size=32)
+
+
+def test_an_image_seed_fixes_its_augmentation_whatever_ran_before(tmp_path):
+    dataset = one_image_training_set(tmp_path)
 
     first = dataset[(0, 123)][IMAGE]
     torch.rand(100)  # the global generator moves on; the image must not change
     assert torch.equal(dataset[(0, 123)][IMAGE], first)
     assert not torch.equal(dataset[(0, 124)][IMAGE], first)
+
+
+def test_without_a_seed_each_image_draws_its_own_augmentation(tmp_path):
+    dataset = one_image_training_set(tmp_path)
+    assert not torch.equal(dataset[0][IMAGE], dataset[0][IMAGE])  # the global generator moves on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +124,9 @@ class ImageFileDataset(Dataset):
         """``key`` is an index, or ``(index, seed)`` from a sampler that seeds augmentation."""
         i, seed = key if isinstance(key, tuple) else (key, None)
         path = self.records.paths[i]
+        seeded = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
         try:
-            with Image.open(path) as image, torch.random.fork_rng(devices=[]):
+            with Image.open(path) as image, seeded:
                 if seed is not None:
                     torch.manual_seed(seed)
                 pixels = self.transform(image.convert("RGB"))
