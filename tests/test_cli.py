@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+REPO = Path(__file__).resolve().parents[1]  # runs can import tests.signal_callback
 METRIC_KEYS = {
     "test/acc",
     "test/acc_aligned",
@@ -26,6 +27,7 @@ METRIC_KEYS = {
 
 def run_cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **env_vars}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-m", "lnl_lightning", *overrides],
@@ -332,6 +334,17 @@ def test_same_seed_same_metrics_other_seed_other_metrics(lnl_run, tmp_path, mnis
     assert runs[1] != first
 
 
+def kill_at(batch: int, signum: str = "SIGTERM") -> list[str]:
+    """Overrides that make a run signal itself after training batch ``batch`` of epoch 1."""
+    target = "+callbacks.kill._target_=tests.signal_callback.SignalAtBatch"
+    return [
+        target,
+        "+callbacks.kill.epoch=1",
+        f"+callbacks.kill.batch={batch}",
+        f"+callbacks.kill.signum={signum}",
+    ]
+
+
 BATCHES_PER_EPOCH = 68  # the generated MNIST: 540 training images in batches of 8
 
 
@@ -346,9 +359,6 @@ def batches_into_epoch(checkpoint: dict) -> int:
 
 
 def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, mnist_dir):
-    import signal
-    import time
-
     run_dir = tmp_path / "run"
     overrides = [
         "experiment=colored_mnist",
@@ -360,25 +370,11 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_p
         "trainer.enable_progress_bar=false",
         "callbacks.rich_progress_bar=null",
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lnl_lightning", *overrides, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    log = run_dir / "__main__.log"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (log.is_file() and "epoch 0  val/acc" in log.read_text()):
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)  # during epoch 1, as a scheduler's preemption would
-    process.communicate(timeout=120)
-    assert process.returncode != 0 and not (run_dir / "metrics.json").exists()
+    # SIGTERM in the middle of epoch 1, as a scheduler's preemption would send
+    killed = run_cli(*overrides, *kill_at(29), f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert killed.returncode != 0 and not (run_dir / "metrics.json").exists()
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert saved["epoch"] == 1 and 0 < batches_into_epoch(saved) < BATCHES_PER_EPOCH
+    assert saved["epoch"] == 1 and batches_into_epoch(saved) == 30
 
     run_ok(*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last", cwd=tmp_path)
     straight_dir = tmp_path / "straight"
@@ -403,9 +399,6 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_p
 def test_slurm_time_limit_signal_checkpoints_requeues_and_the_requeued_job_resumes(
     tmp_path, mnist_dir
 ):
-    import signal
-    import time
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scontrol = bin_dir / "scontrol"  # records the requeue instead of talking to SLURM
@@ -432,30 +425,17 @@ def test_slurm_time_limit_signal_checkpoints_requeues_and_the_requeued_job_resum
         "callbacks.rich_progress_bar=null",
         f"hydra.run.dir={run_dir}",
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **slurm}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lnl_lightning", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    log = run_dir / "__main__.log"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (log.is_file() and "epoch 0  val/acc" in log.read_text()):
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        time.sleep(0.5)
-    process.send_signal(signal.SIGUSR1)  # SLURM's warning before the time limit
-    process.communicate(timeout=120)
-    assert process.returncode != 0 and not (run_dir / "metrics.json").exists()
+    # SIGUSR1 in the middle of epoch 1: SLURM's warning before the time limit
+    warned = run_cli(*args, *kill_at(9, "SIGUSR1"), cwd=tmp_path, **slurm)
+    assert warned.returncode != 0 and not (run_dir / "metrics.json").exists()
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
-    assert hpc["epoch"] == 1 and 0 < batches_into_epoch(hpc) < BATCHES_PER_EPOCH
+    assert hpc["epoch"] == 1 and batches_into_epoch(hpc) == 10
 
     # the requeued job: same command, no ckpt_path; Lightning finds hpc_ckpt_1.ckpt
     requeued = run_ok(*args, cwd=tmp_path, SLURM_RESTART_COUNT="1", **slurm)
-    assert "hpc_ckpt_1.ckpt" in requeued.stdout + requeued.stderr + log.read_text()
+    log = (run_dir / "__main__.log").read_text()
+    assert "hpc_ckpt_1.ckpt" in requeued.stdout + requeued.stderr + log
     summary = json.loads((run_dir / "metrics.json").read_text())
     steps_per_batch = hpc["global_step"] // (BATCHES_PER_EPOCH + batches_into_epoch(hpc))
     assert summary["epochs"] == 2
