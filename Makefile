@@ -7,7 +7,9 @@ ARGS ?=
 PYTEST_ARGS ?=
 DATA_DIR ?= ../shared/data
 EPOCHS ?= 100
-REPRO_DIR = outputs/reproduce_$(EPOCHS)ep
+LNL_MODEL ?= lnl
+REPRO_NAME = $(EPOCHS)ep$(if $(filter-out lnl,$(LNL_MODEL)),_$(LNL_MODEL))
+REPRO_DIR = outputs/reproduce_$(REPRO_NAME)
 REPRO_ARGS = data.data_dir=$(DATA_DIR) trainer.max_epochs=$(EPOCHS)
 REPRO_THREADS ?= $(shell n=$$(nproc); echo $$(( n > 1 ? n / 2 : 1 )))
 
@@ -37,15 +39,15 @@ train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrid
 bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fused), bare loop
 	$(PY) benchmarks/step_throughput.py $(ARGS)
 
-reproduce: $(STAMP) ## Colored MNIST sigma^2 grid x {baseline, lnl} x 3 seeds, then the report (EPOCHS=100)
+reproduce: $(STAMP) ## Colored MNIST sigma^2 grid x {baseline, LNL} x 3 seeds, then the report (EPOCHS=100, LNL_MODEL=lnl)
 	@mkdir -p $(REPRO_DIR)
 	@echo "baseline and lnl sweeps side by side, $(REPRO_THREADS) thread(s) each; logs in $(REPRO_DIR)/*.log"
 	OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning -m sweep=reproduce model=baseline \
 		$(REPRO_ARGS) hydra.sweep.dir=$(REPRO_DIR)/baseline $(ARGS) > $(REPRO_DIR)/baseline.log 2>&1 & \
-	OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning -m sweep=reproduce model=lnl \
+	OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning -m sweep=reproduce model=$(LNL_MODEL) \
 		$(REPRO_ARGS) hydra.sweep.dir=$(REPRO_DIR)/lnl $(ARGS) > $(REPRO_DIR)/lnl.log 2>&1; \
 	lnl=$$?; wait $$!; baseline=$$?; test $$lnl -eq 0 && test $$baseline -eq 0
-	$(PY) -m lnl_lightning.report $(REPRO_DIR) --out results/colored_mnist_$(EPOCHS)ep
+	$(PY) -m lnl_lightning.report $(REPRO_DIR) --out results/colored_mnist_$(REPRO_NAME)
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check .

@@ -19,6 +19,7 @@ import logging
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,11 +356,17 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
     return None
 
 
-def write_report(root: Path, out: Path | None = None) -> Path:
-    """Collect the runs below ``root`` and write report.md and the plots into ``out``."""
-    out = out or root
+def write_report(roots: Path | Sequence[Path], out: Path | None = None) -> Path:
+    """Collect the runs below ``roots`` and write report.md and the plots into ``out``
+    (default: the first root)."""
+    roots = [roots] if isinstance(roots, Path) else list(roots)
+    out = out or roots[0]
     out.mkdir(parents=True, exist_ok=True)
-    runs, incomplete = collect(root)
+    runs, incomplete = [], []
+    for root in roots:
+        found, unfinished = collect(root)
+        runs += found
+        incomplete += unfinished
     rows = summarize(runs)
     plots = {
         "acc_vs_lambda.png": plot_vs_lambda(
@@ -383,15 +390,21 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m lnl_lightning.report",
         description="Compare the runs below a folder: report.md (mean ± std over seeds) and plots.",
     )
-    parser.add_argument("folder", type=Path, help="a multirun folder or any folder of run folders")
     parser.add_argument(
-        "--out", type=Path, default=None, help="where to write (default: the folder)"
+        "folders",
+        type=Path,
+        nargs="+",
+        help="multirun folders or any folders of run folders, reported together",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: the first folder)"
     )
     args = parser.parse_args(argv)
-    if not args.folder.is_dir():
-        parser.error(f"{args.folder} is not a folder")
+    for folder in args.folders:
+        if not folder.is_dir():
+            parser.error(f"{folder} is not a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = write_report(args.folder, args.out)
+    path = write_report(args.folders, args.out)
     print(f"wrote {path}")
 
 

@@ -70,6 +70,15 @@ def test_baseline_is_lnl_with_zero_weights(tmp_path):
         assert lnl.model[key] == baseline.model[key]
 
 
+def test_strong_reversal_differs_from_the_official_lnl_in_mu_only(tmp_path):
+    lnl = compose_train(["model=lnl"], tmp_path)
+    strong = compose_train(["model=lnl_strong"], tmp_path)
+    assert strong.model.mu == 1.0 and strong.method == "lnl"
+    assert {k: v for k, v in strong.model.items() if k != "mu"} == {
+        k: v for k, v in lnl.model.items() if k != "mu"
+    }
+
+
 def test_official_optimizer_defaults(tmp_path):
     cfg = compose_train(["experiment=colored_mnist"], tmp_path)
     assert cfg.model.optimizer.lr == 0.01 and cfg.model.optimizer.momentum == 0.9

@@ -144,6 +144,16 @@ def test_report_sets_the_rebias_protocol_against_its_published_numbers(tmp_path)
     assert "| ReBias (published) | 0.8810 | 0.7600 | 0.6420 | 0.2270 |" in comparison
 
 
+def test_report_cli_puts_several_folders_in_one_report(tmp_path):
+    from lnl_lightning.report import main
+
+    write_run(tmp_path / "first" / "0", "baseline", 0.0, 0, 0.40)
+    write_run(tmp_path / "second" / "0", "lnl", 0.01, 0, 0.70)
+    main([str(tmp_path / "first"), str(tmp_path / "second"), "--out", str(tmp_path / "both")])
+    text = (tmp_path / "both" / "report.md").read_text()
+    assert "2 finished run(s) in 2 configuration(s)" in text
+
+
 def test_report_cli_rejects_a_missing_folder(tmp_path, capsys):
     from lnl_lightning.report import main
 
