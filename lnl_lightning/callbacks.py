@@ -100,11 +100,11 @@ class TrainThroughput(pl.Callback):
     not counted.
     """
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.images, self.start, self.end = 0, time.perf_counter(), None  # a resumed epoch
-
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.images, self.start, self.end = 0, time.perf_counter(), None
+
+    # a run resumed mid-epoch starts without on_train_epoch_start
+    on_train_start = on_train_epoch_start
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx

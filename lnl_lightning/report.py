@@ -78,6 +78,11 @@ KEY_FIELDS = (
 METHOD_STYLE = {"baseline": ("tab:gray", "o"), "lnl": ("tab:blue", "s")}
 
 
+def method_label(method: str) -> str:
+    """How tables and legends name a method: "LNL" for lnl, any other name as it is."""
+    return "LNL" if method == "lnl" else method
+
+
 @dataclass
 class Run:
     """One finished job: its folder, final metrics and identifying fields."""
@@ -199,7 +204,7 @@ def _comparison_rows(rows: list[Row], x_key: str) -> dict[str, dict[float, Row]]
         official = (row.fields["lambda"], row.fields["mu"]) == OFFICIAL_WEIGHTS
         if x is None or not row.values.get("test/acc") or (method == "lnl" and not official):
             continue
-        name = "LNL" if method == "lnl" else method
+        name = method_label(method)
         if row.fields["step"] is not None:
             name += f" ({row.fields['step']} step)"
         series[name][float(x)] = row
@@ -242,7 +247,7 @@ def published_comparison(rows: list[Row]) -> list[str]:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         for name, values in published.items():
             cells = [f"{values[x]:.4f}" if x in values else "–" for x in xs]
-            name = {"lnl": "LNL"}.get(name, name)
+            name = method_label(name)
             lines.append(f"| {name} (published) | " + " | ".join(cells) + " |")
     return lines
 
@@ -333,7 +338,7 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
     others = iter(plt.cm.tab10.colors[1:7])  # leave blue and grey to the two methods
     for method, group in sorted(by_method.items()):
         color, marker = METHOD_STYLE.get(method) or (next(others, None), "^")
-        name = {"baseline": "baseline (this repo)", "lnl": "LNL (this repo)"}.get(method, method)
+        name = f"{method_label(method)} (this repo)" if method in METHOD_STYLE else method
         _errorbar(ax, group, "color_var", "test/acc", marker=marker, color=color, label=name)
     for method, values in PUBLISHED_COLORED_MNIST.items():
         color, marker = METHOD_STYLE[method]
@@ -345,7 +350,7 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
             color=color,
             alpha=0.6,
             markerfacecolor="none",
-            label=f"{'baseline' if method == 'baseline' else 'LNL'} (published)",
+            label=f"{method_label(method)} (published)",
         )
     ax.set_xlabel("σ² (colour variance of the training set)")
     ax.set_ylabel("unbiased test accuracy (test/acc)")

@@ -46,6 +46,7 @@ from lnl_lightning.data.contract import (
 )
 from lnl_lightning.data.sampling import ResumableLoader
 from lnl_lightning.errors import ConfigError, DataNotFoundError
+from lnl_lightning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -339,11 +340,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         return torch.load(path) if path.exists() else None
 
     def _save_cache(self, tensors: dict) -> None:
-        path = self._cache_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(tensors, tmp)
-        tmp.replace(path)
+        write_atomic(self._cache_file(), lambda tmp: torch.save(tensors, tmp))
 
     def _loader(self, split: str) -> DataLoader:
         loader = ResumableLoader if split == "train" else DataLoader  # train: shuffled

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +97,18 @@ def image_transform(train: bool, image_size: int) -> v2.Compose:
     return v2.Compose([v2.PILToTensor(), *steps])
 
 
+@contextmanager
+def seeded_rng(seed: int | None) -> Iterator[None]:
+    """Run the block on torch's generator seeded with ``seed``, restoring it afterwards;
+    with ``None``, on the global generator as it is."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 class ImageFileDataset(Dataset):
     """Reads, augments and normalises images; returns the contract's four fields.
 
@@ -124,11 +136,8 @@ class ImageFileDataset(Dataset):
         """``key`` is an index, or ``(index, seed)`` from a sampler that seeds augmentation."""
         i, seed = key if isinstance(key, tuple) else (key, None)
         path = self.records.paths[i]
-        seeded = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
         try:
-            with Image.open(path) as image, seeded:
-                if seed is not None:
-                    torch.manual_seed(seed)
+            with Image.open(path) as image, seeded_rng(seed):
                 pixels = self.transform(image.convert("RGB"))
         except OSError as err:
             raise DataError(f"could not read image {path}: {err}") from err

@@ -49,7 +49,7 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     """Restore what :func:`rng_states` saved."""
-    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in states["python"]))
+    random.setstate(states["python"])
     name, keys, position, has_gauss, gauss = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(states["torch"])
