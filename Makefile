@@ -7,11 +7,23 @@ ARGS ?=
 PYTEST_ARGS ?=
 DATA_DIR ?= ../shared/data
 EPOCHS ?= 100
+LNL_EPOCHS ?= $(EPOCHS)
+COLOR_VARS ?= 0.020 0.025 0.030 0.035 0.040 0.045 0.050
+SEEDS ?= 0 1 2
+SCRATCH ?= 0
 LNL_MODEL ?= lnl
-REPRO_NAME = $(EPOCHS)ep$(if $(filter-out lnl,$(LNL_MODEL)),_$(LNL_MODEL))
+comma := ,
+empty :=
+space := $(empty) $(empty)
+csv = $(subst $(space),$(comma),$(strip $(1)))
+REPRO_NAME ?= $(EPOCHS)+$(LNL_EPOCHS)ep$(if $(filter-out lnl,$(LNL_MODEL)),_$(LNL_MODEL))
 REPRO_DIR = outputs/reproduce_$(REPRO_NAME)
-REPRO_ARGS = data.data_dir=$(DATA_DIR) trainer.max_epochs=$(EPOCHS)
-REPRO_THREADS ?= $(shell n=$$(nproc); echo $$(( n > 1 ? n / 2 : 1 )))
+REPRO_THREADS ?= $(shell n=$$(nproc); echo $$(( $(SCRATCH) && n > 1 ? n / 2 : n )))
+# One job per (sigma^2, seed), in a folder named after both, so phase 2 finds phase 1's checkpoint.
+REPRO_SWEEP = -m sweep=reproduce data.data_dir=$(DATA_DIR) data.color_var=$(call csv,$(COLOR_VARS)) \
+	seed=$(call csv,$(SEEDS)) 'hydra.sweep.subdir=cv$${data.color_var}_seed$${seed}'
+REPRO_RUN = OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning $(REPRO_SWEEP)
+WARM_FROM = $(abspath $(REPRO_DIR))/baseline/cv$${data.color_var}_seed$${seed}/checkpoints/last.ckpt
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-slow train bench reproduce lint format clean
@@ -39,14 +51,16 @@ train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrid
 bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fused), bare loop
 	$(PY) benchmarks/step_throughput.py $(ARGS)
 
-reproduce: $(STAMP) ## Colored MNIST sigma^2 grid x {baseline, LNL} x 3 seeds, then the report (EPOCHS=100, LNL_MODEL=lnl)
+reproduce: $(STAMP) ## Colored MNIST: baseline, then LNL warm-started from it, per sigma^2 x seed; report (EPOCHS, LNL_EPOCHS, COLOR_VARS, SEEDS, SCRATCH=1)
 	@mkdir -p $(REPRO_DIR)
-	@echo "baseline and lnl sweeps side by side, $(REPRO_THREADS) thread(s) each; logs in $(REPRO_DIR)/*.log"
-	OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning -m sweep=reproduce model=baseline \
-		$(REPRO_ARGS) hydra.sweep.dir=$(REPRO_DIR)/baseline $(ARGS) > $(REPRO_DIR)/baseline.log 2>&1 & \
-	OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning -m sweep=reproduce model=$(LNL_MODEL) \
-		$(REPRO_ARGS) hydra.sweep.dir=$(REPRO_DIR)/lnl $(ARGS) > $(REPRO_DIR)/lnl.log 2>&1; \
-	lnl=$$?; wait $$!; baseline=$$?; test $$lnl -eq 0 && test $$baseline -eq 0
+	@echo "baseline ($(EPOCHS) epochs) then LNL warm-started ($(LNL_EPOCHS) epochs)$(if $(filter 1,$(SCRATCH)), beside LNL from scratch ($$(($(EPOCHS) + $(LNL_EPOCHS))) epochs)), $(REPRO_THREADS) thread(s) each; logs in $(REPRO_DIR)/*.log"
+	{ $(REPRO_RUN) model=baseline trainer.max_epochs=$(EPOCHS) hydra.sweep.dir=$(REPRO_DIR)/baseline \
+		$(ARGS) > $(REPRO_DIR)/baseline.log 2>&1; \
+	  $(REPRO_RUN) model=$(LNL_MODEL) trainer.max_epochs=$(LNL_EPOCHS) 'model.init_from=$(WARM_FROM)' \
+		hydra.sweep.dir=$(REPRO_DIR)/lnl_warm $(ARGS) > $(REPRO_DIR)/lnl_warm.log 2>&1; } & \
+	$(if $(filter 1,$(SCRATCH)),$(REPRO_RUN) model=$(LNL_MODEL) trainer.max_epochs=$$(($(EPOCHS) + $(LNL_EPOCHS))) \
+		hydra.sweep.dir=$(REPRO_DIR)/lnl_scratch $(ARGS) > $(REPRO_DIR)/lnl_scratch.log 2>&1;) \
+	wait
 	$(PY) -m lnl_lightning.report $(REPRO_DIR) --out results/colored_mnist_$(REPRO_NAME)
 
 lint: $(STAMP) ## Check style with ruff

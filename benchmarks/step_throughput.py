@@ -12,7 +12,12 @@ hits all of them; each figure is the median over repeats:
 The last line is ``ratios: lnl_vs_plain=X.XX lightning_vs_bare=Y.YY``: the time of a fused
 LNL step over a plain step, and Lightning's loop over the bare loop (same fused step).
 
-    python benchmarks/step_throughput.py [--steps 60] [--repeats 5] [--threads 2]
+    python benchmarks/step_throughput.py [--steps 60] [--repeats 5] [--threads 2] [--device cuda]
+
+``--device cuda`` (``make bench ARGS="--device cuda"``) measures on the GPU, with the batches
+already on it, and prints the same ratios and absolute images/s. ``--profile FILE`` then
+profiles the official LNL step in Lightning's loop (torch.profiler) and writes the table of
+operators by self CPU time, and by device time on a GPU, into FILE.
 """
 
 from __future__ import annotations
@@ -37,10 +42,19 @@ from lnl_lightning.data.colored_mnist import pass_batch
 from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL, BiasSpec
 from lnl_lightning.models import networks
 from lnl_lightning.models.gradient_reversal import grad_reverse
-from lnl_lightning.models.lnl_module import LNLModule, negative_entropy
+from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
 
 BATCH = 128
 SPEC = BiasSpec(10, 10, 8, tuple((c, c) for c in range(10)))
+
+
+DEVICE = torch.device("cpu")
+
+
+def elapsed_since(start: float) -> float:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def make_batches(steps: int) -> list[dict[str, torch.Tensor]]:
@@ -52,17 +66,14 @@ def make_batches(steps: int) -> list[dict[str, torch.Tensor]]:
             torch.rand(BATCH, 1, 28, 28, generator=g) > 0.8
         )
         target = (images[:, :, 1::2, 1::2] * 255).long() // 32
-        target[(images[:, :, 1::2, 1::2] == 0).all(dim=1, keepdim=True).expand_as(target)] = (
-            IGNORE_INDEX
-        )
-        batches.append(
-            {
-                IMAGE: images,
-                LABEL: torch.randint(0, 10, (BATCH,), generator=g),
-                BIAS_TARGET: target,
-                "bias_group": torch.randint(0, 10, (BATCH,), generator=g),
-            }
-        )
+        target[images[:, :, 1::2, 1::2] == 0] = IGNORE_INDEX
+        batch = {
+            IMAGE: images,
+            LABEL: torch.randint(0, 10, (BATCH,), generator=g),
+            BIAS_TARGET: target,
+            "bias_group": torch.randint(0, 10, (BATCH,), generator=g),
+        }
+        batches.append({k: v.to(DEVICE) for k, v in batch.items()})
     return batches
 
 
@@ -73,9 +84,9 @@ def sgd(params) -> torch.optim.Optimizer:
 def nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
     return (
-        networks.mnist_feature_extractor(),
-        networks.mnist_label_head(10),
-        networks.PixelColorHead(),
+        networks.mnist_feature_extractor().to(DEVICE),
+        networks.mnist_label_head(10).to(DEVICE),
+        networks.PixelColorHead().to(DEVICE),
     )
 
 
@@ -88,7 +99,7 @@ def bare_plain(batches: list[dict]) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return len(batches) * BATCH / (time.perf_counter() - start)
+    return len(batches) * BATCH / elapsed_since(start)
 
 
 def bare_fused(batches: list[dict], lambda_: float = 0.01, mu: float = 0.1) -> float:
@@ -101,20 +112,20 @@ def bare_fused(batches: list[dict], lambda_: float = 0.01, mu: float = 0.1) -> f
         frozen = {name: p.detach() for name, p in h.named_parameters()}
         loss = loss + lambda_ * negative_entropy(functional_call(h, frozen, (features,)))
         bias_logits = h(grad_reverse(features, mu))
-        loss = loss + F.cross_entropy(bias_logits, batch[BIAS_TARGET], ignore_index=IGNORE_INDEX)
+        loss = loss + bias_cross_entropy(bias_logits, batch[BIAS_TARGET])
         opt_main.zero_grad()
         opt_bias.zero_grad()
         loss.backward()
         opt_main.step()
         opt_bias.step()
-    return len(batches) * BATCH / (time.perf_counter() - start)
+    return len(batches) * BATCH / elapsed_since(start)
 
 
 def lightning(batches: list[dict], **model_kwargs) -> float:
     f, g, h = nets()
     model = LNLModule(f, g, h, SPEC, optimizer=functools.partial(sgd), **model_kwargs)
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator=DEVICE.type,
         devices=1,
         max_epochs=1,
         logger=False,
@@ -137,12 +148,38 @@ VARIANTS: dict[str, Callable[[list[dict]], float]] = {
 }
 
 
+def profile_official_step(batches: list[dict], path: str) -> None:
+    """torch.profiler over the official LNL step in Lightning's loop: operator tables."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if DEVICE.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        images_per_s = VARIANTS["lnl_official"](batches)
+    averages = prof.key_averages()
+    tables = [
+        f"official LNL step, {len(batches)} steps of {BATCH} on {DEVICE.type}: "
+        f"{images_per_s:.0f} images/s under the profiler",
+        averages.table(sort_by="self_cpu_time_total", row_limit=40),
+    ]
+    if DEVICE.type == "cuda":
+        tables.append(averages.table(sort_by="self_cuda_time_total", row_limit=25))
+    with open(path, "w") as file:
+        file.write("\n\n".join(tables) + "\n")
+    print(f"profile written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--profile", default=None, help="also profile the official step into FILE")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning_fabric").setLevel(logging.ERROR)
@@ -161,7 +198,7 @@ def main() -> None:
         )
     median = {name: statistics.median(values) for name, values in results.items()}
     print(
-        f"torch {torch.__version__}, {args.threads} threads, batch {BATCH}, "
+        f"torch {torch.__version__}, {DEVICE.type}, {args.threads} threads, batch {BATCH}, "
         f"{args.steps} steps x {args.repeats} repeats (median images/s):"
     )
     for name, value in median.items():
@@ -172,6 +209,8 @@ def main() -> None:
         f"ratios: lnl_vs_plain={median['plain'] / median['lnl_fused']:.2f} "
         f"lightning_vs_bare={median['bare_fused'] / median['lnl_fused']:.2f}"
     )
+    if args.profile:
+        profile_official_step(batches, args.profile)
 
 
 if __name__ == "__main__":

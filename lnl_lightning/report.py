@@ -8,12 +8,19 @@ failed jobs listed) and PNG plots:
   baseline as a reference line;
 - ``acc_vs_color_var.png``: test accuracy against sigma^2 per method (the paper's Fig. 4
   layout) with the published numbers as reference series (Colored MNIST runs only);
-- ``bias_acc_vs_lambda.png``: bias predictability (``test/bias_acc``) against lambda.
+- ``bias_acc_vs_lambda.png``: bias predictability (``test/bias_acc``) against lambda;
+- ``curves.png``: test accuracy and ``test/bias_acc`` after every epoch (runs with
+  ``data.test_each_epoch``), mean over seeds per configuration; a run warm-started from
+  another (``model.init_from``) continues that run's epoch count.
+
+A run is identified by its method, weights, data settings, how it started (``scratch`` or
+``warm`` from another run's checkpoint) and its number of epochs.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import math
@@ -74,6 +81,8 @@ KEY_FIELDS = (
     "rho",
     "train_split",
     "task",
+    "start",
+    "epochs",
 )
 METHOD_STYLE = {"baseline": ("tab:gray", "o"), "lnl": ("tab:blue", "s")}
 
@@ -90,6 +99,7 @@ class Run:
     folder: Path
     metrics: dict[str, float]
     fields: dict[str, Any]
+    warm_from: Path | None = None  # run folder of model.init_from's checkpoint
 
 
 @dataclass
@@ -126,6 +136,8 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         "rho": get("data.rho") if rebias else None,
         "train_split": get("data.train_split"),
         "task": get("data.task"),
+        "start": "warm" if get("model.init_from") else "scratch",
+        "epochs": summary.get("epochs"),
         "seed": get("seed"),
     }
 
@@ -141,7 +153,11 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
             continue
         config_path = path.parent / "config_resolved.yaml"
         config = OmegaConf.load(config_path) if config_path.is_file() else None
-        runs.append(Run(path.parent, summary.get("metrics", {}), run_fields(summary, config)))
+        init_from = OmegaConf.select(config, "model.init_from") if config is not None else None
+        warm_from = Path(init_from).parent.parent if init_from else None  # <run>/checkpoints/x
+        runs.append(
+            Run(path.parent, summary.get("metrics", {}), run_fields(summary, config), warm_from)
+        )
     incomplete = []
     for hydra_dir in sorted(root.rglob(".hydra")):
         folder = hydra_dir.parent
@@ -205,8 +221,12 @@ def _comparison_rows(rows: list[Row], x_key: str) -> dict[str, dict[float, Row]]
         if x is None or not row.values.get("test/acc") or (method == "lnl" and not official):
             continue
         name = method_label(method)
+        if row.fields.get("start") == "warm":
+            name += " warm-started"
         if row.fields["step"] is not None:
             name += f" ({row.fields['step']} step)"
+        if row.fields.get("epochs") is not None:
+            name += f", {row.fields['epochs']} epochs"
         series[name][float(x)] = row
     return series
 
@@ -253,7 +273,11 @@ def published_comparison(rows: list[Row]) -> list[str]:
 
 
 def write_markdown(
-    rows: list[Row], incomplete: list[dict], plots: dict[str, str | None], path: Path
+    rows: list[Row],
+    incomplete: list[dict],
+    plots: dict[str, str | None],
+    path: Path,
+    curves: list[str] | None = None,
 ) -> None:
     """report.md: one row per configuration, then plots and unfinished jobs."""
     shown = [k for k in KEY_FIELDS if any(row.fields.get(k) is not None for row in rows)]
@@ -273,6 +297,7 @@ def write_markdown(
         cells += [str(len(row.seeds)), seeds, *(format_value(row, m) for m in columns)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += published_comparison(rows)
+    lines += curves or []
     lines += ["", "## Plots", ""]
     for name, reason in plots.items():
         lines.append(f"![{name}]({name})" if reason is None else f"- {name}: not drawn ({reason})")
@@ -361,6 +386,119 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
     return None
 
 
+CURVE_METRICS = ("test/acc", "test/bias_acc")
+
+
+def epoch_curve(folder: Path) -> dict[int, dict[str, float]]:
+    """``{epoch: {metric: value}}`` of the test metrics logged after each training epoch.
+
+    Read from the CSV logger's files (every version: a resumed run adds one); rows from
+    the final validate/test calls (epoch == epochs trained) are left out.
+    """
+    curve: dict[int, dict[str, float]] = defaultdict(dict)
+    for path in sorted((folder / "csv").glob("version_*/metrics.csv")):
+        with path.open() as file:
+            for record in csv.DictReader(file):
+                for metric in CURVE_METRICS:
+                    if record.get(metric) and record.get("epoch"):
+                        curve[int(record["epoch"])][metric] = float(record[metric])
+    summary = folder / METRICS_FILE
+    epochs = json.loads(summary.read_text()).get("epochs") if summary.is_file() else None
+    return {e: v for e, v in curve.items() if epochs is None or e < epochs}
+
+
+def epochs_before(run: Run, by_folder: dict[Path, Run]) -> int:
+    """Epochs trained before this run began: those of the run it was warm-started from."""
+    source = by_folder.get(run.warm_from.resolve()) if run.warm_from else None
+    if source is None:
+        return 0
+    return int(source.fields.get("epochs") or 0) + epochs_before(source, by_folder)
+
+
+CurveSeries = dict[str, dict[int, dict[str, float]]]
+
+
+def curve_series(runs: list[Run]) -> CurveSeries:
+    """``{series name: {epochs trained: {metric: mean over seeds}}}`` of the epoch curves."""
+    by_folder = {run.folder.resolve(): run for run in runs}
+    series: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        curve = epoch_curve(run.folder)
+        if not curve:
+            continue
+        f = run.fields
+        name = method_label(str(f["method"])) + (" warm-started" if f["start"] == "warm" else "")
+        if f.get("color_var") is not None:
+            name += f", σ²={f['color_var']}"
+        offset = epochs_before(run, by_folder)
+        for epoch, values in curve.items():
+            series[name][offset + epoch + 1].append(values)
+    return {
+        name: {
+            epoch: {
+                m: statistics.fmean(v[m] for v in values if m in v)
+                for m in CURVE_METRICS
+                if any(m in v for v in values)
+            }
+            for epoch, values in sorted(by_epoch.items())
+        }
+        for name, by_epoch in sorted(series.items())
+    }
+
+
+def curve_table(series: CurveSeries) -> list[str]:
+    """Markdown: test/acc (test/bias_acc) after each epoch, one column per series."""
+    if not series:
+        return []
+    names = list(series)
+    epochs = sorted({e for curve in series.values() for e in curve})
+    lines = [
+        "",
+        "## Test accuracy after each epoch",
+        "",
+        "test/acc (test/bias_acc), mean over seeds; logged for the curves only, never used to "
+        "select. A warm-started run continues its source's epoch count.",
+        "",
+        "| epochs | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for epoch in epochs:
+        cells = []
+        for name in names:
+            values = series[name].get(epoch, {})
+            acc, bias = values.get("test/acc"), values.get("test/bias_acc")
+            text = "–" if acc is None else f"{acc:.4f}"
+            cells.append(text if bias is None else f"{text} ({bias:.3f})")
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_curves(series: CurveSeries, path: Path) -> str | None:
+    """Test accuracy and bias accuracy after every epoch, mean over seeds per configuration."""
+    if not series:
+        return "no run logged test metrics after each epoch (data.test_each_epoch=true)"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, curve in series.items():
+        for ax, metric in zip(axes, CURVE_METRICS, strict=True):
+            points = [
+                (epoch, values[metric]) for epoch, values in curve.items() if metric in values
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="." if len(xs) < 40 else None, label=name)
+    for ax, label in zip(
+        axes,
+        ("unbiased test accuracy (test/acc)", "bias predictability (test/bias_acc)"),
+        strict=True,
+    ):
+        ax.set_xlabel("epochs trained (a warm-started run continues its source's count)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    save_png(fig, path)
+    return None
+
+
 def write_report(roots: Path | Sequence[Path], out: Path | None = None) -> Path:
     """Collect the runs below ``roots`` and write report.md and the plots into ``out``
     (default: the first root)."""
@@ -385,8 +523,10 @@ def write_report(roots: Path | Sequence[Path], out: Path | None = None) -> Path:
             out / "bias_acc_vs_lambda.png",
         ),
     }
+    series = curve_series(runs)
+    plots["curves.png"] = plot_curves(series, out / "curves.png")
     path = out / "report.md"
-    write_markdown(rows, incomplete, plots, path)
+    write_markdown(rows, incomplete, plots, path, curve_table(series))
     return path
 
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lnl_lightning.data.colored_mnist import pass_batch
-from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL, BiasSpec
+from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL, BiasSpec
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
-from lnl_lightning.models.lnl_module import LNLModule, negative_entropy
+from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
 
 from .conftest import random_batch
 
@@ -88,10 +88,8 @@ def expected_bias_gradient_on_f(frozen: LNLModule, batch: dict) -> dict[str, tor
     """d CE(h(f(x)), bias_target) / d f, without any reversal, on a frozen copy of the model."""
     frozen.train()
     frozen.zero_grad()
-    loss = F.cross_entropy(
-        frozen.bias_head(frozen.feature_extractor(batch[IMAGE])),
-        batch[BIAS_TARGET],
-        ignore_index=IGNORE_INDEX,
+    loss = bias_cross_entropy(
+        frozen.bias_head(frozen.feature_extractor(batch[IMAGE])), batch[BIAS_TARGET]
     )
     loss.backward()
     return {k: p.grad.clone() for k, p in frozen.feature_extractor.named_parameters()}
@@ -200,7 +198,7 @@ def test_fused_step_applies_both_updates_from_one_pass(mu):
     main_loss = F.cross_entropy(g(features), batch[LABEL]) + lambda_ * negative_entropy(h(features))
     grad_a = torch.autograd.grad(main_loss, f_params + g_params)  # h's parameters excluded
     features = f(batch[IMAGE])
-    bias_loss = F.cross_entropy(h(features), batch[BIAS_TARGET], ignore_index=IGNORE_INDEX)
+    bias_loss = bias_cross_entropy(h(features), batch[BIAS_TARGET])
     grad_b = torch.autograd.grad(bias_loss, f_params + h_params)
     n_f = len(f_params)
     expected = {

@@ -225,6 +225,8 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers (0 is fastest for in-memory data).
         download: let torchvision download MNIST when it is missing.
         cache: also store the coloured tensors in ``data_dir/colored_mnist_cache``.
+        test_each_epoch: also evaluate the test split after every training epoch (as a
+            second validation loader), for learning curves; validation alone selects models.
     """
 
     def __init__(
@@ -242,6 +244,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         download: bool = True,
         cache: bool = False,
+        test_each_epoch: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(color_var, (int, float)) or not 0.0 < color_var <= 1.0:
@@ -275,6 +278,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.download = download
         self.cache = cache
+        self.test_each_epoch = test_each_epoch
         self.splits: dict[str, ColoredImages] = {}
         self.test_names = ("test",)
         self.bias_spec = BiasSpec(
@@ -355,7 +359,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.test_each_epoch:
+            return [self._loader("val"), self._loader("test")]
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:

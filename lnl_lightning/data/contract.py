@@ -79,8 +79,9 @@ def color_bin_target(
 
     The images are resized to ``size`` with nearest-neighbour sampling (the pixel
     centres, as PIL's ``NEAREST`` does), each channel value is quantised into
-    ``num_bins`` equal bins, and pure black pixels (the background) are set to
-    :data:`IGNORE_INDEX` on all three channels.
+    ``num_bins`` equal bins, and every channel value that is 0 is set to
+    :data:`IGNORE_INDEX` on its own (the official mask: a black background pixel is
+    ignored on all three channels, a pure red stroke on its green and blue ones).
 
     Args:
         images: uint8 tensor ``(N, 3, H, W)`` with values in [0, 255].
@@ -103,5 +104,4 @@ def color_bin_target(
     cols = ((torch.arange(out_w) + 0.5) * in_w / out_w).long().clamp_(max=in_w - 1)
     small = images.index_select(2, rows).index_select(3, cols)
     target = (small // (256 // num_bins)).long()
-    background = (small == 0).all(dim=1, keepdim=True).expand_as(target)
-    return target.masked_fill(background, IGNORE_INDEX)
+    return target.masked_fill(small == 0, IGNORE_INDEX)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -64,9 +65,28 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 
 
 def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean over positions of sum_k p_k log p_k along dim 1 (numerically safe: log-softmax)."""
+    """Mean over positions of sum_k p_k log p_k along dim 1 (numerically safe: log-softmax).
+
+    For per-pixel colour logits ``(N, K, 3, H, W)`` this is the official term: each channel's
+    mean over pixels, averaged over the three channels.
+    """
     log_p = F.log_softmax(logits, dim=1)
     return (log_p.exp() * log_p).sum(dim=1).mean()
+
+
+def bias_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """h's loss: cross-entropy, *summed* over the RGB channels of a per-pixel target.
+
+    A per-pixel target ``(N, 3, H, W)`` gives the official ``CE_r + CE_g + CE_b``, each the
+    mean over that channel's non-ignored pixels (a channel with none adds 0, where the
+    official code would give NaN). A per-image target ``(N,)`` gives the plain cross-entropy.
+    """
+    if target.dim() < 2:
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    valid = (target != IGNORE_INDEX).flatten(2).sum(2)  # (N, C)
+    channel_sums = per_pixel.flatten(2).sum(2).sum(0)  # ignored pixels contribute 0
+    return (channel_sums / valid.sum(0).clamp(min=1)).sum()
 
 
 class LNLModule(pl.LightningModule):
@@ -77,13 +97,17 @@ class LNLModule(pl.LightningModule):
 
     1. f and g step on ``CE(g(f(x)), label) + lambda_ * negative_entropy(h(f(x)))``:
        f learns the label and makes h's prediction uniform; h is frozen in this step.
-    2. h steps on ``CE(h(GradReverse_mu(f(x))), bias_target)``: h learns to predict the
-       bias while the reversal pushes f by ``-mu`` times that gradient.
+    2. h steps on ``CE(h(GradReverse_mu(f(x))), bias_target)`` (for a per-pixel colour
+       target the sum of the three channels' losses, :func:`bias_cross_entropy`): h learns
+       to predict the bias while the reversal pushes f by ``-mu`` times that gradient. The
+       f+g optimizer steps again, f with its gradient and g with a zero one, so g moves by
+       momentum and weight decay: the official code's PyTorch 0.4 ``zero_grad()`` filled
+       gradients with zeros rather than dropping them.
 
     ``step="fused"`` computes both updates from one forward and one backward pass of f
-    (40% less time on a CPU): the gradients are those of the two steps, except that step 2
-    sees f as it was before step 1's update, and f takes one optimizer step per batch
-    with the summed gradient instead of two.
+    (less time on a CPU): the gradients are those of the two steps, except that step 2
+    sees f as it was before step 1's update, and f and g take one optimizer step per
+    batch (f with the summed gradient) instead of two.
 
     With ``lambda_ = mu = 0`` (``model=baseline``) f and g learn the label alone and h
     is trained on detached features as a probe, so bias predictability is measured
@@ -111,7 +135,9 @@ class LNLModule(pl.LightningModule):
         step: "official" (the two steps above) or "fused" (one pass, see above).
         test_names: metric prefix of each test dataloader, in order (``test/acc``,
             ``test_tb2/acc``, ...).
-        init_from: Lightning checkpoint whose f and g weights warm-start this run.
+        init_from: Lightning checkpoint whose f and g weights, and the f+g optimizer's
+            state (momentum buffers), warm-start this run, as the official ``_load_model``
+            does; h starts afresh.
         warm_start_lr: learning rate used instead of the optimizer's when ``init_from``
             is set (the official code fine-tunes at 0.001); None keeps the optimizer's.
     """
@@ -180,6 +206,8 @@ class LNLModule(pl.LightningModule):
         self.group_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._first_bad: torch.Tensor | None = None  # first non-finite batch of each loss term
         self._batches_seen = 0
+        self._warm_optimizer_state: dict[str, Any] | None = None
+        self._stages_evaluated: set[str] = set()
         if init_from:
             self.warm_start(init_from)
 
@@ -233,17 +261,16 @@ class LNLModule(pl.LightningModule):
             bias_input = grad_reverse(self.feature_extractor(batch[IMAGE]), self.mu)
         else:
             bias_input = features  # step 1's, detached: the baseline probe moves no f
-        bias_loss = F.cross_entropy(
-            self.bias_head(bias_input), batch[BIAS_TARGET], ignore_index=IGNORE_INDEX
-        )
-        opt_main.zero_grad()
+        bias_loss = bias_cross_entropy(self.bias_head(bias_input), batch[BIAS_TARGET])
+        # Zero-filled, not dropped: g's zero gradient still gets momentum and weight decay.
+        opt_main.zero_grad(set_to_none=False)
         opt_bias.zero_grad()
         self._backward(
             bias_loss, [self.bias_head, self.feature_extractor] if self.mu > 0 else [self.bias_head]
         )
         opt_bias.step()
         if self.mu > 0:
-            opt_main.step()  # only f has gradients here; g's are None and SGD skips it
+            opt_main.step()  # f: reversed bias gradient; g: momentum and weight decay only
         return bias_loss
 
     def fused_step(
@@ -261,9 +288,7 @@ class LNLModule(pl.LightningModule):
             loss = loss + self.lambda_ * neg_entropy
             self.log("train/neg_entropy", neg_entropy.detach())
         bias_input = grad_reverse(features, self.mu) if self.mu > 0 else features.detach()
-        bias_loss = F.cross_entropy(
-            self.bias_head(bias_input), batch[BIAS_TARGET], ignore_index=IGNORE_INDEX
-        )
+        bias_loss = bias_cross_entropy(self.bias_head(bias_input), batch[BIAS_TARGET])
         opt_main.zero_grad()
         opt_bias.zero_grad()
         self._backward(loss + bias_loss, [self.feature_extractor, self.label_head, self.bias_head])
@@ -352,17 +377,26 @@ class LNLModule(pl.LightningModule):
     def _share_batchnorm_statistics(self) -> None:
         all_reduce_buffers([self.feature_extractor, self.label_head, self.bias_head])
 
-    def on_validation_epoch_start(self) -> None:
-        self._share_batchnorm_statistics()
-
     def on_test_epoch_start(self) -> None:
         self._share_batchnorm_statistics()
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # Loaders after the first are the test splits (data.test_each_epoch): learning
+        # curves only, logged as test/...; model selection monitors val/ alone.
+        stage = ("val", *self.test_names)[dataloader_idx]
+        self._stages_evaluated.add(stage)
+        self._evaluate(batch, stage)
+
+    def on_validation_epoch_start(self) -> None:
+        self._share_batchnorm_statistics()
+        self._stages_evaluated = set()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_stage("val")
+        for stage in ("val", *self.test_names):
+            if stage == "val" or stage in self._stages_evaluated:
+                self._log_stage(stage)
 
     def test_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -380,6 +414,8 @@ class LNLModule(pl.LightningModule):
             self.optimizer_factory(main_params),
             self.optimizer_factory(self.bias_head.parameters()),
         ]
+        if self._warm_optimizer_state is not None:
+            self._load_warm_optimizer_state(optimizers[0])
         if self.init_from and self.warm_start_lr is not None:
             for optimizer in optimizers:
                 for group in optimizer.param_groups:
@@ -388,10 +424,28 @@ class LNLModule(pl.LightningModule):
             return optimizers
         return optimizers, [self.scheduler_factory(optimizer) for optimizer in optimizers]
 
+    def _load_warm_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        saved = copy.deepcopy(self._warm_optimizer_state)  # own tensors, not the mmap'd file's
+        try:
+            optimizer.load_state_dict(saved)
+        except (ValueError, KeyError) as err:
+            raise ConfigError(
+                f"model.init_from: {self.init_from} holds an f+g optimizer state that does not "
+                f"fit this run's optimizer and networks ({err})"
+            ) from err
+        log.info("Warm-started the f+g optimizer state (momentum buffers) from %s", self.init_from)
+
     def warm_start(self, path: str) -> None:
-        """Load f and g (not h) from a Lightning checkpoint of an earlier run."""
+        """Load f and g (not h), and the f+g optimizer's state, from an earlier run's checkpoint.
+
+        The optimizer state is applied when the optimizers are built; a checkpoint without
+        one (weights only) warm-starts the weights alone.
+        """
         file = Path(path).expanduser()
-        state = load_checkpoint(file, "model.init_from")["state_dict"]
+        checkpoint = load_checkpoint(file, "model.init_from")
+        state = checkpoint["state_dict"]
+        optimizer_states = checkpoint.get("optimizer_states") or []
+        self._warm_optimizer_state = optimizer_states[0] if optimizer_states else None
         for prefix, module in (
             ("feature_extractor.", self.feature_extractor),
             ("label_head.", self.label_head),

@@ -12,54 +12,108 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lnl_lightning.errors import DataNotFoundError
+from lnl_lightning.errors import ConfigError, DataNotFoundError
 
 
-def mnist_feature_extractor() -> nn.Module:
-    """f: BN(3) -> conv5x5 3->32 -> ReLU -> maxpool(3, 2) -> conv3x3 32->32 -> ReLU (32x14x14)."""
-    return nn.Sequential(
-        nn.BatchNorm2d(3),
-        nn.Conv2d(3, 32, kernel_size=5, padding=2),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        nn.Conv2d(32, 32, kernel_size=3, padding=1),
-        nn.ReLU(inplace=True),
+def he_normal_init(module: nn.Module) -> nn.Module:
+    """The official ``_weights_init``: conv weights N(0, 2 / (k*k*out)), BatchNorm 1 and 0.
+
+    Conv biases and linear layers keep PyTorch's default initialisation, as there.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            fan_out = layer.kernel_size[0] * layer.kernel_size[1] * layer.out_channels
+            nn.init.normal_(layer.weight, 0.0, (2.0 / fan_out) ** 0.5)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
+def mnist_feature_extractor(init: str = "official") -> nn.Module:
+    """f: BN(3) -> conv5x5 3->32 -> ReLU -> maxpool(3, 2) -> conv3x3 32->32 -> ReLU (32x14x14).
+
+    ``init="official"`` applies :func:`he_normal_init`; ``"default"`` keeps PyTorch's.
+    """
+    return _initialised(
+        init,
+        nn.Sequential(
+            nn.BatchNorm2d(3),
+            nn.Conv2d(3, 32, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(32, 32, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+        ),
     )
 
 
-def mnist_label_head(num_classes: int = 10) -> nn.Module:
-    """g: conv3x3/2 32->64 -> ReLU -> conv3x3 64->64 -> ReLU -> global average pool -> linear."""
+def mnist_label_head(num_classes: int = 10, init: str = "official") -> nn.Module:
+    """g: conv3x3/2 32->64 -> ReLU -> conv3x3 64->64 -> ReLU -> global average pool -> linear.
+
+    ``init`` as for :func:`mnist_feature_extractor`.
+    """
+    return _initialised(
+        init,
+        nn.Sequential(
+            nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, num_classes),
+        ),
+    )
+
+
+INITS = ("official", "default")
+
+
+def _initialised(init: str, module: nn.Module) -> nn.Module:
+    if init not in INITS:
+        raise ConfigError(f"net.*.init must be one of {INITS}, got '{init}'")
+    return he_normal_init(module) if init == "official" else module
+
+
+def _color_predictor(in_channels: int, hidden_channels: int, out_channels: int) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1),
+        nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(hidden_channels),
         nn.ReLU(inplace=True),
-        nn.Conv2d(64, 64, kernel_size=3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, num_classes),
+        nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1),
     )
 
 
 class PixelColorHead(nn.Module):
-    """h for colour bias: conv-BN-ReLU-conv giving ``num_classes`` colour bins per RGB channel.
+    """h for colour bias: ``num_classes`` colour bins per pixel for each RGB channel.
 
-    Output logits are shaped ``(N, num_classes, 3, H, W)`` so that plain cross-entropy with
-    an ignore index applies against a ``(N, 3, H, W)`` colour-bin target.
+    Official (``shared=False``): three independent predictors, one per channel, each
+    conv3x3 -> BN -> ReLU -> conv3x3 to ``num_classes`` (the official ``pred_net_r/g/b``).
+    ``shared=True`` is a weaker variant: one hidden layer shared by the three channels.
+    Output logits are shaped ``(N, num_classes, 3, H, W)`` against a ``(N, 3, H, W)``
+    colour-bin target.
     """
 
     def __init__(
-        self, in_channels: int = 32, hidden_channels: int = 32, num_classes: int = 8
+        self,
+        in_channels: int = 32,
+        hidden_channels: int = 32,
+        num_classes: int = 8,
+        shared: bool = False,
     ) -> None:
         super().__init__()
-        self.num_bins = num_classes
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(hidden_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_channels, 3 * num_classes, kernel_size=3, padding=1),
-        )
+        self.num_bins, self.shared = num_classes, shared
+        if shared:
+            self.layers = _color_predictor(in_channels, hidden_channels, 3 * num_classes)
+        else:
+            self.channels = nn.ModuleList(
+                _color_predictor(in_channels, hidden_channels, num_classes) for _ in range(3)
+            )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.shared:
+            return torch.stack([head(features) for head in self.channels], dim=2)
         logits = self.layers(features)
         n, _, h, w = logits.shape
         return logits.view(n, 3, self.num_bins, h, w).transpose(1, 2)
