@@ -17,7 +17,8 @@ empty :=
 space := $(empty) $(empty)
 csv = $(subst $(space),$(comma),$(strip $(1)))
 REPRO_NAME ?= $(EPOCHS)+$(LNL_EPOCHS)ep$(if $(filter-out lnl,$(LNL_MODEL)),_$(LNL_MODEL))
-REPRO_DIR = outputs/reproduce_$(REPRO_NAME)
+REPRO_DIR ?= outputs/reproduce_$(REPRO_NAME)
+REPORT_DIR ?= results/colored_mnist_$(REPRO_NAME)
 REPRO_THREADS ?= $(shell n=$$(nproc); echo $$(( $(SCRATCH) && n > 1 ? n / 2 : n )))
 # One job per (sigma^2, seed), in a folder named after both, so phase 2 finds phase 1's checkpoint.
 REPRO_SWEEP = -m sweep=reproduce data.data_dir=$(DATA_DIR) data.color_var=$(call csv,$(COLOR_VARS)) \
@@ -61,7 +62,7 @@ reproduce: $(STAMP) ## Colored MNIST: baseline, then LNL warm-started from it, p
 	$(if $(filter 1,$(SCRATCH)),$(REPRO_RUN) model=$(LNL_MODEL) trainer.max_epochs=$$(($(EPOCHS) + $(LNL_EPOCHS))) \
 		hydra.sweep.dir=$(REPRO_DIR)/lnl_scratch $(ARGS) > $(REPRO_DIR)/lnl_scratch.log 2>&1;) \
 	wait
-	$(PY) -m lnl_lightning.report $(REPRO_DIR) --out results/colored_mnist_$(REPRO_NAME)
+	$(PY) -m lnl_lightning.report $(REPRO_DIR) --out $(REPORT_DIR)
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check .

@@ -407,10 +407,15 @@ def epoch_curve(folder: Path) -> dict[int, dict[str, float]]:
     return {e: v for e, v in curve.items() if epochs is None or e < epochs}
 
 
-def epochs_before(run: Run, by_folder: dict[Path, Run]) -> int:
+def folder_key(folder: Path) -> tuple[str, str]:
+    """A run folder's last two names: finds a source run also after its tree was moved."""
+    return folder.parent.name, folder.name
+
+
+def epochs_before(run: Run, by_folder: dict[tuple[str, str], Run]) -> int:
     """Epochs trained before this run began: those of the run it was warm-started from."""
-    source = by_folder.get(run.warm_from.resolve()) if run.warm_from else None
-    if source is None:
+    source = by_folder.get(folder_key(run.warm_from)) if run.warm_from else None
+    if source is None or source is run:
         return 0
     return int(source.fields.get("epochs") or 0) + epochs_before(source, by_folder)
 
@@ -420,7 +425,7 @@ CurveSeries = dict[str, dict[int, dict[str, float]]]
 
 def curve_series(runs: list[Run]) -> CurveSeries:
     """``{series name: {epochs trained: {metric: mean over seeds}}}`` of the epoch curves."""
-    by_folder = {run.folder.resolve(): run for run in runs}
+    by_folder = {folder_key(run.folder): run for run in runs}
     series: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         curve = epoch_curve(run.folder)
@@ -477,15 +482,24 @@ def plot_curves(series: CurveSeries, path: Path) -> str | None:
     """Test accuracy and bias accuracy after every epoch, mean over seeds per configuration."""
     if not series:
         return "no run logged test metrics after each epoch (data.test_each_epoch=true)"
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (*axes, legend_ax) = plt.subplots(
+        1, 3, figsize=(14, 4.4), gridspec_kw={"width_ratios": [1, 1, 0.42]}
+    )
+    # colour: sigma^2 (what follows the method in the name); line: method and start
+    tails = sorted({name.partition(", ")[2] for name in series})
+    colors = plt.cm.viridis([i / max(len(tails) - 1, 1) for i in range(len(tails))])
     for name, curve in series.items():
+        head, _, tail = name.partition(", ")
+        style = "--" if head == "baseline" else ":" if "warm" in head else "-"
+        color = colors[tails.index(tail)] if len(tails) > 1 else None
         for ax, metric in zip(axes, CURVE_METRICS, strict=True):
             points = [
                 (epoch, values[metric]) for epoch, values in curve.items() if metric in values
             ]
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="." if len(xs) < 40 else None, label=name)
+                marker = "." if len(xs) < 40 else None
+                ax.plot(xs, ys, style, color=color, marker=marker, label=name)
     for ax, label in zip(
         axes,
         ("unbiased test accuracy (test/acc)", "bias predictability (test/bias_acc)"),
@@ -494,7 +508,8 @@ def plot_curves(series: CurveSeries, path: Path) -> str | None:
         ax.set_xlabel("epochs trained (a warm-started run continues its source's count)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    legend_ax.axis("off")
+    legend_ax.legend(*axes[0].get_legend_handles_labels(), loc="center left", fontsize=7)
     save_png(fig, path)
     return None
 

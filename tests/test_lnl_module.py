@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lnl_lightning.data.colored_mnist import pass_batch
-from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL, BiasSpec
+from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL, BiasSpec
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
@@ -228,3 +228,93 @@ def test_no_checkpoint_is_written_once_a_loss_was_not_finite():
     module._watch_losses(torch.tensor(float("nan")), finite, batch_idx=1)
     with pytest.raises(TrainingDiverged, match="the label loss .* at training batch 2"):
         module.on_save_checkpoint({})  # e.g. SIGTERM before the periodic check saw it
+
+
+def test_bias_loss_is_the_sum_of_the_channel_means():
+    """Official CE_r + CE_g + CE_b: each channel's mean over its own non-ignored pixels."""
+    logits = torch.randn(2, 8, 3, 2, 2)
+    target = torch.randint(0, 8, (2, 3, 2, 2))
+    target[:, 1, 0] = IGNORE_INDEX  # channels with different numbers of valid pixels
+    target[0, 2] = IGNORE_INDEX
+    expected = sum(
+        F.cross_entropy(logits[:, :, c], target[:, c], ignore_index=IGNORE_INDEX) for c in range(3)
+    )
+    assert bias_cross_entropy(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert bias_cross_entropy(logits, target).item() != pytest.approx(
+        F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX).item() * 3, rel=1e-3
+    )
+    target[:, 0] = IGNORE_INDEX  # a channel with nothing to predict adds 0, not NaN
+    expected = sum(
+        F.cross_entropy(logits[:, :, c], target[:, c], ignore_index=IGNORE_INDEX) for c in (1, 2)
+    )
+    assert bias_cross_entropy(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    per_image = torch.randn(4, 2), torch.tensor([0, 1, IGNORE_INDEX, 1])
+    assert torch.equal(
+        bias_cross_entropy(*per_image), F.cross_entropy(*per_image, ignore_index=IGNORE_INDEX)
+    )
+
+
+def test_colour_head_is_three_independent_heads_unless_shared():
+    official, shared = networks.PixelColorHead(), networks.PixelColorHead(shared=True)
+    features = torch.randn(2, 32, 14, 14)
+    assert official(features).shape == shared(features).shape == (2, 8, 3, 14, 14)
+    hidden = 32 * 32 * 9 + 32 + 2 * 32  # conv + bias + BatchNorm
+    assert sum(p.numel() for p in official.parameters()) == 3 * (hidden + 32 * 8 * 9 + 8)
+    assert sum(p.numel() for p in shared.parameters()) == hidden + 32 * 24 * 9 + 24
+    # one channel's logits depend on that channel's head only
+    official.eval()
+    before = official(features)
+    with torch.no_grad():
+        official.channels[1][3].weight.add_(1.0)
+    after = official(features)
+    assert torch.equal(before[:, :, 0], after[:, :, 0]) and torch.equal(
+        before[:, :, 2], after[:, :, 2]
+    )
+    assert not torch.equal(before[:, :, 1], after[:, :, 1])
+
+
+def test_warm_start_takes_the_f_and_g_optimizer_state_as_the_official_load_model(tmp_path):
+    momentum_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    source = make_module(0.0, 0.0)
+    source.optimizer_factory = momentum_sgd
+    trainer = pl.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
+    batches = [random_batch(seed=0), random_batch(seed=1)]
+    trainer.fit(source, DataLoader(batches, batch_size=None, collate_fn=pass_batch))
+    trainer.save_checkpoint(tmp_path / "base.ckpt")
+    saved = source.optimizers()[0].optimizer.state_dict()
+
+    torch.manual_seed(123)
+    target = LNLModule(
+        networks.mnist_feature_extractor(),
+        networks.mnist_label_head(),
+        networks.PixelColorHead(),
+        SPEC,
+        optimizer=momentum_sgd,
+        init_from=str(tmp_path / "base.ckpt"),
+    )
+    opt_main, opt_bias = target.configure_optimizers()
+    loaded = opt_main.state_dict()
+    assert saved["state"] and saved["state"].keys() == loaded["state"].keys()
+    for index, state in saved["state"].items():
+        assert torch.equal(state["momentum_buffer"], loaded["state"][index]["momentum_buffer"])
+    assert not opt_bias.state_dict()["state"], "h and its optimizer start afresh"
+    assert all(group["lr"] == 0.001 for opt in (opt_main, opt_bias) for group in opt.param_groups)
+
+
+def test_warm_start_from_a_missing_checkpoint_says_which_run_must_finish(tmp_path):
+    with pytest.raises(ConfigError, match="model.init_from: there is no checkpoint .*missing.ckpt"):
+        LNLModule(
+            networks.mnist_feature_extractor(),
+            networks.mnist_label_head(),
+            networks.PixelColorHead(),
+            SPEC,
+            init_from=str(tmp_path / "missing.ckpt"),
+        )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from hydra import compose, initialize_config_module
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.report import collect, summarize, write_report
 
-from .test_cli import run_ok
+from .test_cli import REPO, run_ok
 from .wandb_records import read_run
 
 SWEEPS = sorted(
@@ -215,3 +218,67 @@ def test_optuna_maximises_a_validation_metric(tmp_path, mnist_dir):
         for p in tmp_path.rglob("metrics.json")
     ]
     assert len(values) == 2 and results["best_value"] == pytest.approx(max(values))
+
+
+def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mnist_dir):
+    """The two-phase protocol through `make reproduce`, on a generated MNIST, then its report."""
+    out, report = tmp_path / "runs", tmp_path / "report"
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "reproduce",
+            f"PY={sys.executable}",
+            f"STAMP={REPO / 'Makefile'}",  # the test's Python is installed already
+            f"DATA_DIR={mnist_dir}",
+            "EPOCHS=1",
+            "LNL_EPOCHS=1",
+            "COLOR_VARS=0.02",
+            "SEEDS=0 1",
+            "SCRATCH=1",
+            f"REPRO_DIR={out}",
+            f"REPORT_DIR={report}",
+            "ARGS=debug=fast data.batch_size=32 print_config=false",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for phase in ("baseline", "lnl_warm", "lnl_scratch"):
+        for seed in (0, 1):
+            assert (out / phase / f"cv0.02_seed{seed}" / "metrics.json").is_file(), (phase, seed)
+    warm = json.loads((out / "lnl_warm" / "cv0.02_seed1" / "metrics.json").read_text())
+    assert warm["epochs"] == 1
+    config = yaml.safe_load(
+        (out / "lnl_warm" / "cv0.02_seed1" / "config_resolved.yaml").read_text()
+    )
+    assert config["model"]["init_from"] == str(
+        out / "baseline" / "cv0.02_seed1" / "checkpoints" / "last.ckpt"
+    )
+    assert "Warm-started the f+g optimizer state" in (out / "lnl_warm.log").read_text()
+    scratch = json.loads((out / "lnl_scratch" / "cv0.02_seed0" / "metrics.json").read_text())
+    assert scratch["epochs"] == 2  # as many epochs as baseline + warm LNL
+
+    text = (report / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| reproduce_colored_mnist")]
+    assert len(rows) == 3
+    assert any("| baseline |" in r and "| scratch | 1 | 2 | 0,1 |" in r for r in rows)
+    assert any("| lnl |" in r and "| warm | 1 | 2 | 0,1 |" in r for r in rows)
+    assert any("| lnl |" in r and "| scratch | 2 | 2 | 0,1 |" in r for r in rows)
+    # the curves: the warm run continues the baseline's epoch count
+    curves = text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
+    header = next(line for line in curves.splitlines() if line.startswith("| epochs"))
+    names = [c.strip() for c in header.strip("|").split("|")][1:]
+    by_epoch = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")][1:]
+        for line in curves.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
+    warm_column = names.index("LNL warm-started, σ²=0.02")
+    assert by_epoch["1"][warm_column] == "–" and by_epoch["2"][warm_column] != "–"
+    baseline_column = names.index("baseline, σ²=0.02")
+    assert by_epoch["1"][baseline_column] != "–" and by_epoch["2"][baseline_column] == "–"
+    assert (report / "curves.png").stat().st_size > 5000

@@ -442,6 +442,12 @@ class LNLModule(pl.LightningModule):
         one (weights only) warm-starts the weights alone.
         """
         file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(
+                f"model.init_from: there is no checkpoint {file}; warm-starting needs the run "
+                f"that writes it (in make reproduce, the baseline of the same sigma^2 and seed) "
+                f"to have finished"
+            )
         checkpoint = load_checkpoint(file, "model.init_from")
         state = checkpoint["state_dict"]
         optimizer_states = checkpoint.get("optimizer_states") or []
