@@ -57,6 +57,11 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.test_ckpt not in TEST_CKPT_CHOICES:
         raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
+    if cfg.test_ckpt == "best" and without_validation(cfg):
+        raise ConfigError(
+            "test_ckpt=best selects by validation accuracy, but data.val_fraction=0 leaves no "
+            "validation data: use test_ckpt=last"
+        )
     strategy = cfg.trainer.get("strategy")
     spawned = isinstance(strategy, DictConfig) and strategy.get("start_method") == "spawn"
     if spawned and "csv" in (cfg.get("logger") or {}):
@@ -70,6 +75,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
     if cfg.ckpt_path:
         load_checkpoint(resume_path(cfg), "ckpt_path")
+
+
+def without_validation(cfg: DictConfig) -> bool:
+    """``data.val_fraction=0``: all training images train (the official protocol), none validate."""
+    return cfg.data.get("val_fraction") == 0
 
 
 def check_devices(trainer_cfg: DictConfig) -> None:
@@ -131,6 +141,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = build(cfg.model, _partial_=True)(
         **networks, bias_spec=datamodule.bias_spec, test_names=datamodule.test_names
     )
+    if without_validation(cfg) and cfg.callbacks.get("model_checkpoint") is not None:
+        # nothing to select by: keep the last epoch's weights (the official protocol)
+        cfg.callbacks.model_checkpoint.monitor = None
+        cfg.callbacks.model_checkpoint.filename = "epoch{epoch:03d}"
     callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -131,6 +131,7 @@ BAD_INPUTS = [
     ("optimized_metric=test/acc", "never a test one"),
     ("trainer.devices=100000", "trainer.devices=100000: this machine has"),
     ("trainer.devices=0", "trainer.devices=0: this machine has"),
+    ("test_ckpt=best data.val_fraction=0", "data.val_fraction=0 leaves no validation data"),
 ]
 
 
@@ -145,7 +146,7 @@ def test_bad_input_is_refused_before_any_work(override, message, tmp_path, mnist
     overrides = [
         "debug=fast",
         f"data.data_dir={mnist_dir}",
-        override,
+        *override.split(),
         f"paths.output_dir={tmp_path / 'run'}",
     ]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):

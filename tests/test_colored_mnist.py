@@ -209,3 +209,13 @@ def test_rebias_protocol_colours_the_background_with_rho_aligned(mnist_dir):
 def test_rebias_bad_input(kwargs, key, tmp_path):
     with pytest.raises(ConfigError, match=key):
         ColoredMNISTDataModule(data_dir=str(tmp_path), **kwargs)
+
+
+def test_val_fraction_zero_trains_on_every_training_image_and_tests_each_epoch(mnist_dir):
+    """The official protocol: all 60k (here 600) training images train; test loaders follow."""
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), val_fraction=0, test_each_epoch=True)
+    dm.setup()
+    assert len(dm.splits["train"]) == 600 and len(dm.splits["val"]) == 0
+    val_loader, test_loader = dm.val_dataloader()
+    assert len(val_loader) == 0
+    assert test_loader.dataset is dm.splits["test"]

@@ -395,7 +395,7 @@ class LNLModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for stage in ("val", *self.test_names):
-            if stage == "val" or stage in self._stages_evaluated:
+            if stage in self._stages_evaluated:  # data.val_fraction=0: no validation metrics
                 self._log_stage(stage)
 
     def test_step(
