@@ -142,6 +142,15 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
     }
 
 
+def load_run(folder: Path, summary: dict[str, Any]) -> Run:
+    """A run folder with its summary (``metrics.json``; empty for a run still going)."""
+    config_path = folder / "config_resolved.yaml"
+    config = OmegaConf.load(config_path) if config_path.is_file() else None
+    init_from = OmegaConf.select(config, "model.init_from") if config is not None else None
+    warm_from = Path(init_from).parent.parent if init_from else None  # <run>/checkpoints/x
+    return Run(folder, summary.get("metrics", {}), run_fields(summary, config), warm_from)
+
+
 def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
     """Finished runs below ``root`` and the job folders without results (failed or running)."""
     runs = []
@@ -151,13 +160,7 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
         except (OSError, json.JSONDecodeError) as err:
             log.warning("Skipping unreadable %s: %s", path, err)
             continue
-        config_path = path.parent / "config_resolved.yaml"
-        config = OmegaConf.load(config_path) if config_path.is_file() else None
-        init_from = OmegaConf.select(config, "model.init_from") if config is not None else None
-        warm_from = Path(init_from).parent.parent if init_from else None  # <run>/checkpoints/x
-        runs.append(
-            Run(path.parent, summary.get("metrics", {}), run_fields(summary, config), warm_from)
-        )
+        runs.append(load_run(path.parent, summary))
     incomplete = []
     for hydra_dir in sorted(root.rglob(".hydra")):
         folder = hydra_dir.parent
@@ -435,6 +438,8 @@ def curve_series(runs: list[Run]) -> CurveSeries:
         name = method_label(str(f["method"])) + (" warm-started" if f["start"] == "warm" else "")
         if f.get("color_var") is not None:
             name += f", σ²={f['color_var']}"
+        if not run.metrics:
+            name += " (unfinished)"
         offset = epochs_before(run, by_folder)
         for epoch, values in curve.items():
             series[name][offset + epoch + 1].append(values)
@@ -538,7 +543,13 @@ def write_report(roots: Path | Sequence[Path], out: Path | None = None) -> Path:
             out / "bias_acc_vs_lambda.png",
         ),
     }
-    series = curve_series(runs)
+    # runs still going (or stopped) have curves too: what they logged so far
+    unfinished = [
+        load_run(Path(job["folder"]), {})
+        for job in incomplete
+        if (Path(job["folder"]) / "config_resolved.yaml").is_file()
+    ]
+    series = curve_series(runs + unfinished)
     plots["curves.png"] = plot_curves(series, out / "curves.png")
     path = out / "report.md"
     write_markdown(rows, incomplete, plots, path, curve_table(series))

@@ -282,3 +282,21 @@ def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mni
     baseline_column = names.index("baseline, σ²=0.02")
     assert by_epoch["1"][baseline_column] != "–" and by_epoch["2"][baseline_column] == "–"
     assert (report / "curves.png").stat().st_size > 5000
+
+
+def test_report_draws_the_curve_of_a_run_still_going(tmp_path):
+    folder = tmp_path / "lnl" / "cv0.02_seed0"
+    write_run(folder, "lnl", 0.01, 0, 0.0, hydra_only=True)
+    config = {"task_name": "study", "method": "lnl", "seed": 0, "data": {"color_var": 0.02}}
+    (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    csv_dir = folder / "csv" / "version_0"
+    csv_dir.mkdir(parents=True)
+    (csv_dir / "metrics.csv").write_text(
+        "epoch,step,test/acc,test/bias_acc,train/acc\n"
+        "0,10,0.25,0.5,\n0,10,,,0.9\n1,20,0.5,0.4,\n"
+    )
+    text = write_report(tmp_path).read_text()
+    curves = text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
+    assert "| epochs | LNL, σ²=0.02 (unfinished) |" in curves
+    assert "| 1 | 0.2500 (0.500) |" in curves and "| 2 | 0.5000 (0.400) |" in curves
+    assert "running or stopped" in text
