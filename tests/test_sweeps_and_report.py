@@ -292,8 +292,7 @@ def test_report_draws_the_curve_of_a_run_still_going(tmp_path):
     csv_dir = folder / "csv" / "version_0"
     csv_dir.mkdir(parents=True)
     (csv_dir / "metrics.csv").write_text(
-        "epoch,step,test/acc,test/bias_acc,train/acc\n"
-        "0,10,0.25,0.5,\n0,10,,,0.9\n1,20,0.5,0.4,\n"
+        "epoch,step,test/acc,test/bias_acc,train/acc\n0,10,0.25,0.5,\n0,10,,,0.9\n1,20,0.5,0.4,\n"
     )
     text = write_report(tmp_path).read_text()
     curves = text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
