@@ -6,18 +6,15 @@ import copy
 import functools
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from lnl_lightning.data.colored_mnist import pass_batch
 from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL, BiasSpec
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
 
-from .conftest import random_batch
+from .conftest import fit_on_batches, random_batch
 
 SPEC = BiasSpec(
     num_classes=10,
@@ -71,16 +68,7 @@ def run_one_step(model: LNLModule, batch: dict) -> list[tuple[str, dict, dict, L
             return out
 
         setattr(model, step, spy)
-    trainer = pl.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        accelerator="cpu",
-    )
-    trainer.fit(model, DataLoader([batch], batch_size=None, collate_fn=pass_batch))
+    fit_on_batches(model, [batch], max_steps=1)
     return records
 
 
@@ -277,17 +265,7 @@ def test_warm_start_takes_the_f_and_g_optimizer_state_as_the_official_load_model
     momentum_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4)
     source = make_module(0.0, 0.0)
     source.optimizer_factory = momentum_sgd
-    trainer = pl.Trainer(
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        accelerator="cpu",
-    )
-    batches = [random_batch(seed=0), random_batch(seed=1)]
-    trainer.fit(source, DataLoader(batches, batch_size=None, collate_fn=pass_batch))
+    trainer = fit_on_batches(source, [random_batch(seed=0), random_batch(seed=1)], max_steps=2)
     trainer.save_checkpoint(tmp_path / "base.ckpt")
     saved = source.optimizers()[0].optimizer.state_dict()
 

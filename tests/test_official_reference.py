@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
-from lnl_lightning.data.colored_mnist import PAPER_PALETTE, ColoredImages, colorize, pass_batch
+from lnl_lightning.data.colored_mnist import PAPER_PALETTE, ColoredImages, colorize
 from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL, BiasSpec
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule
 
 from . import official_reference as official
-from .conftest import fake_digits
+from .conftest import fake_digits, fit_on_batches
 
 SPEC = BiasSpec(
     num_classes=10,
@@ -142,19 +141,8 @@ class Recorder(pl.Callback):
 
 def fit_and_record(module: LNLModule, batches: list[dict]) -> list[dict[str, torch.Tensor]]:
     recorder = Recorder()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        callbacks=[recorder],
-    )
     plain = [{k: v for k, v in b.items() if k != "uint8"} for b in batches]
-    trainer.fit(module, DataLoader(plain, batch_size=None, collate_fn=pass_batch))
+    fit_on_batches(module, plain, max_epochs=1, callbacks=[recorder])
     return recorder.states
 
 
