@@ -100,8 +100,9 @@ def color_bin_target(
     out_h, out_w = (size, size) if isinstance(size, int) else size
     in_h, in_w = images.shape[-2:]
     # nearest-exact: output pixel i samples input pixel floor((i + 0.5) * in / out)
-    rows = ((torch.arange(out_h) + 0.5) * in_h / out_h).long().clamp_(max=in_h - 1)
-    cols = ((torch.arange(out_w) + 0.5) * in_w / out_w).long().clamp_(max=in_w - 1)
+    rows = ((torch.arange(out_h, device=images.device) + 0.5) * in_h / out_h).long()
+    cols = ((torch.arange(out_w, device=images.device) + 0.5) * in_w / out_w).long()
+    rows, cols = rows.clamp_(max=in_h - 1), cols.clamp_(max=in_w - 1)
     small = images.index_select(2, rows).index_select(3, cols)
     target = (small // (256 // num_bins)).long()
     return target.masked_fill(small == 0, IGNORE_INDEX)

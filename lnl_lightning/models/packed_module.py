@@ -1,0 +1,336 @@
+"""K Learning Not to Learn runs trained as one packed network (see :mod:`.packing`).
+
+Each member is an ordinary :class:`LNLModule`, built from its own config and seed, so it
+starts exactly as its own run would (initial weights, warm start, optimizer settings). The
+pack trains their packed copies with the official two-step algorithm on a batch that holds
+one batch of each member's data, side by side: member k sees its own images, in its own
+order, with its own lambda and mu. At the end, :meth:`PackedLNLModule.unpack` writes each
+member's weights and optimizer state back into its own module, ready to be saved as an
+ordinary run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL
+from lnl_lightning.errors import ConfigError, TrainingDiverged
+from lnl_lightning.metrics import group_summary
+from lnl_lightning.models.gradient_reversal import grad_reverse
+from lnl_lightning.models.lnl_module import LNLModule, rng_states, set_rng_states
+from lnl_lightning.models.packing import pack, pack_parameter_values, unpack_parameter_values
+
+log = logging.getLogger(__name__)
+
+
+def member_negative_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """:func:`negative_entropy` of each member: logits ``(N, K, bins, ...)`` -> ``(K,)``."""
+    log_p = F.log_softmax(logits, dim=2)
+    return (log_p.exp() * log_p).sum(dim=2).transpose(0, 1).flatten(1).mean(1)
+
+
+def member_bias_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`bias_cross_entropy` of each member: ``(N, K, bins, 3, h, w)`` logits -> ``(K,)``."""
+    per_pixel = F.cross_entropy(
+        logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none"
+    )  # (N, K, 3, h, w)
+    valid = (target != IGNORE_INDEX).flatten(3).sum(3).sum(0)  # (K, 3)
+    channel_sums = per_pixel.flatten(3).sum(3).sum(0)
+    return (channel_sums / valid.clamp(min=1)).sum(1)
+
+
+class PackedLNLModule(pl.LightningModule):
+    """Trains ``members`` (ordinary :class:`LNLModule` runs) together, each exactly as alone.
+
+    The members must share everything but what packing keeps per member: seed (initial
+    weights, data order), data (sigma^2), lambda_, mu and the warm-start checkpoint. Either
+    all are baselines (mu = 0: one f+g step per batch) or none is (mu > 0: the official
+    second f+g step), since the optimizer steps the whole pack at once; likewise lambda_ is
+    > 0 for all or for none (step 1 runs h, and moves its BatchNorm statistics, only then).
+
+    Batches follow the packed contract: ``image (N, K*3, H, W)``, ``label (N, K)``,
+    ``bias_target (N, K, 3, h, w)``, ``bias_group (N, K)``.
+    """
+
+    def __init__(self, members: Sequence[LNLModule]) -> None:
+        super().__init__()
+        members = list(members)
+        first = members[0]
+        if any(m.step != "official" for m in members):
+            raise ConfigError("packed runs train the official step only: model.step=official")
+        if len({m.mu > 0 for m in members}) > 1:
+            raise ConfigError(
+                "a pack holds either baselines (model.mu=0) or LNL runs (model.mu>0), not both"
+            )
+        if len({m.lambda_ > 0 for m in members}) > 1:
+            # step 1 runs h (training mode: its BatchNorm statistics move) only when lambda > 0
+            raise ConfigError("in a pack, model.lambda_ is > 0 for every member or for none")
+        if len({bool(m.init_from) for m in members}) > 1:
+            raise ConfigError("in a pack, either every member is warm-started or none is")
+        self.automatic_optimization = False
+        self.members = members  # a plain list: their networks are not trained, the pack is
+        self.num_members = len(members)
+        self.bias_spec = first.bias_spec
+        self.test_names = first.test_names
+        self.unlearn = first.mu > 0
+        self.entropy_term = first.lambda_ > 0
+        self.feature_extractor = pack([m.feature_extractor for m in members])
+        self.label_head = pack([m.label_head for m in members])
+        self.bias_head = pack([m.bias_head for m in members])
+        self.register_buffer("lambdas", torch.tensor([m.lambda_ for m in members]))
+        self.register_buffer("mus", torch.tensor([m.mu for m in members]))
+        # each member's own evaluation metrics (its group accuracy and bias accuracy)
+        self.member_metrics = nn.ModuleList(
+            nn.ModuleDict({"group_acc": m.group_acc, "bias_acc": m.bias_acc}) for m in members
+        )
+        # per member: label loss, bias loss, correct labels, images (summed over the epoch)
+        self.register_buffer("train_sums", torch.zeros(len(members), 4, dtype=torch.float64))
+        self.register_buffer("first_bad", torch.full((len(members),), -1, dtype=torch.long))
+        self._batches_seen = 0
+        self._stages_evaluated: set[str] = set()
+        # filled by evaluation: member -> {metric: value}, and member -> {stage: (correct, total)}
+        self.member_results: list[dict[str, float]] = [{} for _ in members]
+        self.member_counts: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
+            {} for _ in members
+        ]
+        self.epoch_metrics: list[dict[str, float]] = [{} for _ in members]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt_main, opt_bias = self.optimizers()
+        images, labels = batch[IMAGE], batch[LABEL]
+
+        # Step 1: f and g learn the label and, with weight lambda, to make h uncertain.
+        self.toggle_optimizer(opt_main)
+        try:
+            features = self.feature_extractor(images)
+            label_logits = self.label_head(features).view(len(labels), self.num_members, -1)
+            label_loss = F.cross_entropy(label_logits.transpose(1, 2), labels, reduction="none")
+            label_loss = label_loss.mean(0)  # (K,)
+            loss = label_loss
+            if self.entropy_term:
+                loss = loss + self.lambdas * member_negative_entropy(self.bias_head(features))
+            opt_main.zero_grad()
+            self.manual_backward(loss.sum())  # members share no weight: each gets its own
+            opt_main.step()
+        finally:
+            self.untoggle_optimizer(opt_main)
+
+        # Step 2: h learns the bias; through the reversal, f un-learns it (mu > 0).
+        if self.unlearn:
+            scale = self.mus.repeat_interleave(features.shape[1] // self.num_members)
+            bias_input = grad_reverse(self.feature_extractor(images), scale.view(1, -1, 1, 1))
+        else:
+            bias_input = features.detach()
+        bias_loss = member_bias_cross_entropy(self.bias_head(bias_input), batch[BIAS_TARGET])
+        opt_main.zero_grad(set_to_none=False)
+        opt_bias.zero_grad()
+        self.manual_backward(bias_loss.sum())
+        opt_bias.step()
+        if self.unlearn:
+            opt_main.step()
+
+        self._record(label_loss.detach(), bias_loss.detach(), label_logits.detach(), labels)
+
+    def _record(
+        self,
+        label_loss: torch.Tensor,
+        bias_loss: torch.Tensor,
+        label_logits: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> None:
+        """Epoch sums per member and the first non-finite batch, without a host sync."""
+        n = len(labels)
+        correct = (label_logits.argmax(2) == labels).sum(0)
+        step = torch.stack([label_loss * n, bias_loss * n, correct, torch.full_like(correct, n)])
+        self.train_sums += step.t().double()
+        self._batches_seen += 1
+        bad = ~(torch.isfinite(label_loss) & torch.isfinite(bias_loss))
+        self.first_bad.copy_(
+            torch.where(bad & (self.first_bad < 0), self._batches_seen, self.first_bad)
+        )
+        if self._batches_seen % 50 == 0:
+            self._stop_if_diverged()
+
+    def _stop_if_diverged(self) -> None:
+        bad = self.first_bad.tolist()
+        diverged = [(k, step) for k, step in enumerate(bad) if step >= 0]
+        if diverged:
+            k, step = diverged[0]
+            raise TrainingDiverged(
+                f"training diverged: member {k} of the pack (lambda {self.members[k].lambda_}, "
+                f"mu {self.members[k].mu}) had a NaN or infinite loss at training batch {step}; "
+                f"stopped before saving those weights, earlier checkpoints are kept"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        self.train_sums.zero_()
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
+        sums = self.train_sums.cpu()
+        for k in range(self.num_members):
+            label_loss, bias_loss, correct, images = sums[k].tolist()
+            images = max(images, 1.0)
+            self.epoch_metrics[k] = {
+                "train/label_loss_epoch": label_loss / images,
+                "train/bias_loss_epoch": bias_loss / images,
+                "train/acc": correct / images,
+            }
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._stop_if_diverged()
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+
+    # ---------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        features = self.feature_extractor(batch[IMAGE])
+        labels = batch[LABEL]
+        label_logits = self.label_head(features).view(len(labels), self.num_members, -1)
+        bias_logits = self.bias_head(features)
+        for k, metrics in enumerate(self.member_metrics):
+            metrics["group_acc"][stage].update(label_logits[:, k], labels[:, k], batch[BIAS_GROUP][:, k])
+            metrics["bias_acc"][stage].update(bias_logits[:, k], batch[BIAS_TARGET][:, k])
+
+    def _summarise(self, stage: str) -> None:
+        for k, metrics in enumerate(self.member_metrics):
+            group_acc, bias_acc = metrics["group_acc"][stage], metrics["bias_acc"][stage]
+            correct, total = group_acc.correct.cpu().clone(), group_acc.total.cpu().clone()
+            self.member_counts[k][stage] = (correct, total)
+            summary = group_summary(
+                correct, total, group_acc.aligned_mask, group_acc.conflicting_mask
+            )
+            values = {f"{stage}/{name}": float(value) for name, value in summary.items()}
+            values[f"{stage}/bias_acc"] = float(bias_acc.compute())
+            self.member_results[k].update(values)
+            group_acc.reset()
+            bias_acc.reset()
+
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        stage = ("val", *self.test_names)[dataloader_idx]
+        self._stages_evaluated.add(stage)
+        self._evaluate(batch, stage)
+
+    def on_validation_epoch_start(self) -> None:
+        self._stages_evaluated = set()
+        self.member_results = [{} for _ in self.members]
+
+    def on_validation_epoch_end(self) -> None:
+        for stage in ("val", *self.test_names):
+            if stage in self._stages_evaluated:
+                self._summarise(stage)
+        if self.trainer.sanity_checking:
+            return
+        mean = {
+            f"members_mean/{name}": sum(r[name] for r in self.member_results) / self.num_members
+            for name in self.member_results[0]
+        }
+        self.log_dict(mean)  # what the pack's own checkpoint callback and logs see
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate(batch, self.test_names[dataloader_idx])
+
+    def on_test_epoch_start(self) -> None:
+        self.member_results = [{} for _ in self.members]
+
+    def on_test_epoch_end(self) -> None:
+        for name in self.test_names:
+            self._summarise(name)
+
+    # ----------------------------------------------------------------- set-up
+    def _main_modules(self, module: nn.Module | LNLModule) -> list[nn.Module]:
+        return [module.feature_extractor, module.label_head]
+
+    def configure_optimizers(self) -> Any:
+        first = self.members[0]
+        main = [*self.feature_extractor.parameters(), *self.label_head.parameters()]
+        optimizers = [first.optimizer_factory(main), first.optimizer_factory(self.bias_head.parameters())]
+        if first._warm_optimizer_state is not None:
+            self._load_warm_optimizer_states(optimizers[0])
+        if first.init_from and first.warm_start_lr is not None:
+            for optimizer in optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] = first.warm_start_lr
+        if first.scheduler_factory is None:
+            return optimizers
+        return optimizers, [first.scheduler_factory(optimizer) for optimizer in optimizers]
+
+    def _load_warm_optimizer_states(self, optimizer: torch.optim.Optimizer) -> None:
+        """Pack each member's saved f+g optimizer state (its momentum buffers) into ``optimizer``."""
+        buffers: dict[str, list[dict[str, torch.Tensor]]] = {"feature_extractor": [], "label_head": []}
+        for member in self.members:
+            own = member.optimizer_factory(
+                [*member.feature_extractor.parameters(), *member.label_head.parameters()]
+            )
+            member._load_warm_optimizer_state(own)
+            for name in buffers:
+                net = getattr(member, name)
+                buffers[name].append(
+                    {n: own.state[p]["momentum_buffer"] for n, p in net.named_parameters()}
+                )
+        for name, values in buffers.items():
+            net = getattr(self, name)
+            packed = pack_parameter_values(net, values)
+            for p, value in zip(net.parameters(), packed, strict=True):
+                optimizer.state[p]["momentum_buffer"] = value.to(p.device)
+
+    @torch.no_grad()
+    def unpack(self) -> list[LNLModule]:
+        """Copy each member's trained weights back into its own module; return the members.
+
+        Each member also gets ``packed_optimizer_states``: its f+g and h optimizer states
+        in the layout of its own optimizers, as an ordinary run's checkpoint holds them.
+        """
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        for k, member in enumerate(self.members):
+            for name in ("feature_extractor", "label_head", "bias_head"):
+                getattr(member, name).load_state_dict(
+                    {n: v.cpu() for n, v in getattr(self, name).member_state_dict(k).items()}
+                )
+            member.packed_optimizer_states = [
+                self._member_optimizer_state(optimizer, k, member, names)
+                for optimizer, names in zip(
+                    optimizers, (("feature_extractor", "label_head"), ("bias_head",)), strict=False
+                )
+            ]
+        return self.members
+
+    def _member_optimizer_state(
+        self, optimizer: torch.optim.Optimizer, k: int, member: LNLModule, names: tuple[str, ...]
+    ) -> dict[str, Any]:
+        params = [p for name in names for p in getattr(member, name).parameters()]
+        own = member.optimizer_factory(params)
+        for group, packed_group in zip(own.param_groups, optimizer.param_groups, strict=True):
+            for key, value in packed_group.items():
+                if key != "params":
+                    group[key] = value
+        for name in names:
+            packed_net, net = getattr(self, name), getattr(member, name)
+            packed_params = list(packed_net.parameters())
+            if any("momentum_buffer" not in optimizer.state.get(p, {}) for p in packed_params):
+                continue  # never stepped: no momentum yet
+            values = [optimizer.state[p]["momentum_buffer"] for p in packed_params]
+            net_names = [n for n, _ in net.named_parameters()]
+            member_values = unpack_parameter_values(packed_net, values, k, net_names)
+            for n, p in net.named_parameters():
+                own.state[p]["momentum_buffer"] = member_values[n].cpu().clone()
+        return own.state_dict()

@@ -1,0 +1,251 @@
+"""Packed runs: K members trained as one network end exactly where K separate runs end.
+
+The runs train in float64: a grouped convolution sums in another order than K separate ones,
+and in float32 that noise (~1e-7) can flip a ReLU that sits at 0 and change a gradient by
+0.5 % in one step, chaotically (measured). In float64 such a flip is improbable, so what is
+compared is the algorithm, member by member: same weights and momentum at rtol 1e-5.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lnl_lightning.data.colored_mnist import PAPER_PALETTE, ColoredImages, colorize
+from lnl_lightning.data.contract import BiasSpec
+from lnl_lightning.data.device_batches import DeviceBatches
+from lnl_lightning.data.sampling import ResumableLoader
+from lnl_lightning.errors import ConfigError
+from lnl_lightning.models import networks
+from lnl_lightning.models.lnl_module import LNLModule
+from lnl_lightning.models.packed_module import PackedLNLModule
+from lnl_lightning.models.packing import pack, pack_parameter_values, unpack_parameter_values
+
+from .conftest import fake_digits
+
+SPEC = BiasSpec(
+    num_classes=10,
+    num_bias_groups=10,
+    num_bias_classes=8,
+    aligned_cells=tuple((c, c) for c in range(10)),
+)
+NUM_IMAGES, BATCH_SIZE, EPOCHS = 80, 32, 2  # 3 batches per epoch, the last one short
+RTOL, ATOL = 1e-5, 1e-7
+NETWORKS = ("feature_extractor", "label_head", "bias_head")
+
+
+def colored_data(color_vars: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One dataset per sigma^2: uint8 images (D, n, 3, 28, 28), labels and groups (D, n)."""
+    rng = np.random.default_rng(0)
+    labels = torch.from_numpy(rng.integers(0, 10, NUM_IMAGES))
+    digits = torch.from_numpy(fake_digits(labels.numpy(), rng))
+    palette = torch.tensor(PAPER_PALETTE, dtype=torch.float32) / 255
+    images = torch.stack([colorize(digits, labels, palette, v, rng) for v in color_vars])
+    stacked = labels.expand(len(color_vars), -1).clone()
+    return images, stacked, stacked.clone()
+
+
+def member(seed: int, lambda_: float, mu: float, **kwargs) -> LNLModule:
+    torch.manual_seed(seed)
+    return LNLModule(
+        networks.mnist_feature_extractor(),
+        networks.mnist_label_head(),
+        networks.PixelColorHead(),
+        SPEC,
+        lambda_=lambda_,
+        mu=mu,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4),
+        **kwargs,
+    )
+
+
+def fit(module: pl.LightningModule, loader: DeviceBatches) -> None:
+    pl.Trainer(
+        max_epochs=EPOCHS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        precision="64-true",
+    ).fit(module, train_dataloaders=loader)
+
+
+def optimizer_state(module: LNLModule) -> dict[str, torch.Tensor]:
+    """Momentum buffers of a trained standalone module, by parameter name."""
+    names = {p: n for n, p in module.named_parameters()}
+    return {
+        names[p]: s["momentum_buffer"]
+        for optimizer in module.optimizers()
+        for p, s in optimizer.optimizer.state.items()
+    }
+
+
+def unpacked_optimizer_state(module: LNLModule) -> dict[str, torch.Tensor]:
+    """Momentum buffers that :meth:`PackedLNLModule.unpack` handed this member, by name."""
+    params = [
+        [*module.feature_extractor.parameters(), *module.label_head.parameters()],
+        list(module.bias_head.parameters()),
+    ]
+    names = {p: n for n, p in module.named_parameters()}
+    return {
+        names[params[i][index]]: s["momentum_buffer"]
+        for i, saved in enumerate(module.packed_optimizer_states)
+        for index, s in saved["state"].items()
+    }
+
+
+def assert_members_match(alone: list[LNLModule], packed: list[LNLModule]) -> None:
+    for k, (a, p) in enumerate(zip(alone, packed, strict=True)):
+        a_state, p_state = a.state_dict(), p.state_dict()
+        networks_state = [n for n in a_state if n.split(".")[0] in NETWORKS]
+        assert len(networks_state) == 3 + 10 + 8 + 3 * 7  # f, g, h: weights and BN buffers
+        for name in networks_state:
+            torch.testing.assert_close(
+                p_state[name], a_state[name], rtol=RTOL, atol=ATOL, check_dtype=False, msg=f"member {k}: {name}"
+            )
+        a_buffers, p_buffers = optimizer_state(a), unpacked_optimizer_state(p)
+        assert a_buffers.keys() == p_buffers.keys()
+        # Summed gradients: the grouped kernels' float noise is relative to the gradients'
+        # scale (a conv bias before BatchNorm has a true gradient of 0, so only noise).
+        scale = max(float(v.abs().max()) for v in a_buffers.values())
+        for name, value in a_buffers.items():
+            torch.testing.assert_close(
+                p_buffers[name].double(), value, rtol=RTOL, atol=RTOL * scale, msg=f"member {k}: {name}"
+            )
+
+
+def train_alone_and_packed(settings, images, labels, groups, **kwargs):
+    alone = [member(seed, lam, mu, **kwargs) for seed, lam, mu in settings]
+    members = [copy.deepcopy(m) for m in alone]
+    for k, (module, (seed, _, _)) in enumerate(zip(alone, settings, strict=True)):
+        fit(module, DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False))
+    packed = PackedLNLModule(members)
+    seeds = [seed for seed, _, _ in settings]
+    fit(packed, DeviceBatches(images, labels, groups, range(len(settings)), BATCH_SIZE, seeds, 14, 8))
+    return alone, packed.unpack()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        [(0, 0.01, 0.1), (1, 0.1, 0.3), (2, 0.05, 0.05)],  # LNL: each its own lambda and mu
+        [(0, 0.0, 0.0), (1, 0.0, 0.0), (2, 0.0, 0.0)],  # baselines (h a probe)
+    ],
+    ids=["lnl", "baseline"],
+)
+def test_packed_members_end_where_separate_runs_end(settings):
+    """K = 3 members, each with its own seed (init and order), sigma^2, lambda and mu."""
+    images, labels, groups = colored_data([0.02, 0.035, 0.05])
+    alone, packed = train_alone_and_packed(settings, images, labels, groups)
+    assert_members_match(alone, packed)
+    # and they did train apart: different members ended with different weights
+    weights = [m.label_head[6].weight for m in packed]
+    assert not torch.allclose(weights[0], weights[1])
+
+
+def test_warm_started_members_carry_their_own_momentum(tmp_path):
+    """Warm start from each member's own baseline checkpoint, momentum buffers included."""
+    images, labels, groups = colored_data([0.02, 0.05])
+    sources = []
+    for k, seed in enumerate((3, 4)):
+        baseline = member(seed, 0.0, 0.0)
+        trainer = pl.Trainer(
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            precision="64-true",
+        )
+        loader = DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False)
+        trainer.fit(baseline, train_dataloaders=loader)
+        path = tmp_path / f"baseline{k}.ckpt"
+        trainer.save_checkpoint(path)
+        sources.append(str(path))
+    settings = [(10, 0.01, 0.1), (11, 0.01, 0.1)]
+    alone = [member(s, lam, mu, init_from=src) for (s, lam, mu), src in zip(settings, sources)]
+    members = [member(s, lam, mu, init_from=src) for (s, lam, mu), src in zip(settings, sources)]
+    for k, (module, (seed, _, _)) in enumerate(zip(alone, settings, strict=True)):
+        fit(module, DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False))
+    packed = PackedLNLModule(members)
+    fit(packed, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [10, 11], 14, 8))
+    assert packed.trainer.optimizers[0].param_groups[0]["lr"] == 0.001
+    assert_members_match(alone, packed.unpack())
+
+
+def test_device_batches_serve_what_the_dataloader_serves():
+    """One member: the same batches, in the same order, as the ordinary shuffled loader."""
+    images, labels, groups = colored_data([0.03])
+    dataset = ColoredImages(images[0], labels[0], groups[0], 14, 8)
+    pl.seed_everything(7)
+    from lnl_lightning.data.colored_mnist import pass_batch
+
+    ordinary = ResumableLoader(dataset, batch_size=BATCH_SIZE, collate_fn=pass_batch)
+    device = DeviceBatches(images, labels, groups, [0], BATCH_SIZE, [7], 14, 8, packed=False)
+    for epoch in (0, 1):
+        ordinary.sampler.set_epoch(epoch)
+        device.sampler.set_epoch(epoch)
+        expected, got = list(ordinary), list(device)
+        assert len(got) == len(expected) == len(device) == 3
+        for a, b in zip(expected, got, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert torch.equal(a[key], b[key]), (epoch, key)
+
+
+def test_device_batches_resume_after_the_batches_seen():
+    images, labels, groups = colored_data([0.03, 0.04])
+    loader = DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [1, 2], 14, 8)
+    loader.sampler.set_epoch(1)
+    full = list(loader)
+    assert full[0]["image"].shape == (BATCH_SIZE, 6, 28, 28)
+    assert full[0]["bias_target"].shape == (BATCH_SIZE, 2, 3, 14, 14)
+    assert full[-1]["label"].shape == (NUM_IMAGES - 2 * BATCH_SIZE, 2)
+    iterator = iter(loader)
+    next(iterator)
+    state = loader.state_dict()
+    resumed = DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [1, 2], 14, 8)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert len(rest) == 2
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(full[1:], rest, strict=True))
+
+
+def test_pack_round_trips_every_weight_and_momentum_value():
+    torch.manual_seed(0)
+    nets = [networks.PixelColorHead() for _ in range(3)]
+    for net in nets:
+        for b in net.buffers():
+            if b.dtype.is_floating_point:
+                b.uniform_(0.5, 1.5)
+    packed = pack(nets)
+    for k, net in enumerate(nets):
+        state = packed.member_state_dict(k)
+        assert state.keys() == net.state_dict().keys()
+        assert all(torch.equal(state[n], v) for n, v in net.state_dict().items())
+    values = [{n: torch.randn_like(p) for n, p in net.named_parameters()} for net in nets]
+    packed_values = pack_parameter_values(packed, values)
+    names = [n for n, _ in nets[1].named_parameters()]
+    back = unpack_parameter_values(packed, packed_values, 1, names)
+    assert all(torch.equal(back[n], values[1][n]) for n in names)
+    with pytest.raises(KeyError, match="no value"):
+        pack_parameter_values(packed, [values[0], values[1], {}])
+
+
+def test_a_pack_refuses_what_it_cannot_train_exactly():
+    with pytest.raises(ConfigError, match="baselines"):
+        PackedLNLModule([member(0, 0.0, 0.0), member(1, 0.01, 0.1)])
+    with pytest.raises(ConfigError, match="lambda"):  # h's BatchNorm would see extra batches
+        PackedLNLModule([member(0, 0.0, 0.1), member(1, 0.01, 0.1)])
+    with pytest.raises(ConfigError, match="official step"):
+        PackedLNLModule([member(0, 0.01, 0.1, step="fused")])
+    with pytest.raises(ConfigError, match="shared=false"):
+        pack([networks.PixelColorHead(shared=True)])
