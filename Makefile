@@ -11,6 +11,7 @@ LNL_EPOCHS ?= $(EPOCHS)
 COLOR_VARS ?= 0.020 0.025 0.030 0.035 0.040 0.045 0.050
 SEEDS ?= 0 1 2
 SCRATCH ?= 0
+PACK ?= 0
 LNL_MODEL ?= lnl
 comma := ,
 empty :=
@@ -21,8 +22,10 @@ REPRO_DIR ?= outputs/reproduce_$(REPRO_NAME)
 REPORT_DIR ?= results/colored_mnist_$(REPRO_NAME)
 REPRO_THREADS ?= $(shell n=$$(nproc); echo $$(( $(SCRATCH) && n > 1 ? n / 2 : n )))
 # One job per (sigma^2, seed), in a folder named after both, so phase 2 finds phase 1's checkpoint.
+# PACK=1: each phase's jobs train together as one packed network (README "Packed runs").
 REPRO_SWEEP = -m sweep=reproduce data.data_dir=$(DATA_DIR) data.color_var=$(call csv,$(COLOR_VARS)) \
-	seed=$(call csv,$(SEEDS)) 'hydra.sweep.subdir=cv$${data.color_var}_seed$${seed}'
+	seed=$(call csv,$(SEEDS)) 'hydra.sweep.subdir=cv$${data.color_var}_seed$${seed}' \
+	$(if $(filter 1,$(PACK)),hydra/launcher=packed)
 REPRO_RUN = OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning $(REPRO_SWEEP)
 WARM_FROM = $(abspath $(REPRO_DIR))/baseline/cv$${data.color_var}_seed$${seed}/checkpoints/last.ckpt
 
@@ -52,7 +55,7 @@ train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrid
 bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fused), bare loop
 	$(PY) benchmarks/step_throughput.py $(ARGS)
 
-reproduce: $(STAMP) ## Colored MNIST: baseline, then LNL warm-started from it, per sigma^2 x seed; report (EPOCHS, LNL_EPOCHS, COLOR_VARS, SEEDS, SCRATCH=1)
+reproduce: $(STAMP) ## Colored MNIST: baseline, then LNL warm-started from it, per sigma^2 x seed; report (EPOCHS, LNL_EPOCHS, COLOR_VARS, SEEDS, SCRATCH=1, PACK=1)
 	@mkdir -p $(REPRO_DIR)
 	@echo "baseline ($(EPOCHS) epochs) then LNL warm-started ($(LNL_EPOCHS) epochs)$(if $(filter 1,$(SCRATCH)), beside LNL from scratch ($$(($(EPOCHS) + $(LNL_EPOCHS))) epochs)), $(REPRO_THREADS) thread(s) each; logs in $(REPRO_DIR)/*.log"
 	{ $(REPRO_RUN) model=baseline trainer.max_epochs=$(EPOCHS) hydra.sweep.dir=$(REPRO_DIR)/baseline \

@@ -97,8 +97,11 @@ class TrainThroughput(pl.Callback):
     """Logs ``train/images_per_s``: images of all processes per second of training batches.
 
     Timed from the first batch of an epoch to the end of its last one, so validation is
-    not counted.
+    not counted; on a GPU the last batch's queued work is waited for, so it counts too.
     """
+
+    def __init__(self) -> None:
+        self.last_rate: float | None = None  # of the last full epoch
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.images, self.start, self.end = 0, time.perf_counter(), None
@@ -110,11 +113,14 @@ class TrainThroughput(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
     ) -> None:
         self.images += len(batch[LABEL]) * trainer.world_size
+        if batch_idx + 1 == trainer.num_training_batches and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
         self.end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.end is not None and self.end > self.start:
-            pl_module.log("train/images_per_s", self.images / (self.end - self.start))
+            self.last_rate = self.images / (self.end - self.start)
+            pl_module.log("train/images_per_s", self.last_rate)
 
 
 class ChannelsLast(pl.Callback):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 
 from lnl_lightning.config import build
 from lnl_lightning.data.contract import BiasSpec
@@ -142,10 +143,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **networks, bias_spec=datamodule.bias_spec, test_names=datamodule.test_names
     )
     if without_validation(cfg) and cfg.callbacks.get("model_checkpoint") is not None:
-        # nothing to select by: keep the last epoch's weights (the official protocol)
-        cfg.callbacks.model_checkpoint.monitor = None
-        cfg.callbacks.model_checkpoint.filename = "epoch{epoch:03d}"
+        # nothing to select by: last.ckpt holds the last epoch's weights (the official protocol)
+        cfg.callbacks.model_checkpoint = None
     callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns the bar off
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

@@ -44,7 +44,8 @@ from lnl_lightning.data.contract import (
     BiasSpec,
     color_bin_target,
 )
-from lnl_lightning.data.sampling import ResumableLoader
+from lnl_lightning.data.device_batches import DeviceBatches
+from lnl_lightning.data.sampling import ResumableLoader, run_seed
 from lnl_lightning.errors import ConfigError, DataNotFoundError
 from lnl_lightning.files import write_atomic
 
@@ -227,6 +228,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         cache: also store the coloured tensors in ``data_dir/colored_mnist_cache``.
         test_each_epoch: also evaluate the test split after every training epoch (as a
             second validation loader), for learning curves; validation alone selects models.
+        on_device: keep the images on the training device and build each batch there
+            (:class:`~.device_batches.DeviceBatches`): same batches, same order, no host
+            work per step. One process only.
     """
 
     def __init__(
@@ -245,6 +249,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         download: bool = True,
         cache: bool = False,
         test_each_epoch: bool = False,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(color_var, (int, float)) or not 0.0 < color_var <= 1.0:
@@ -279,6 +284,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self.download = download
         self.cache = cache
         self.test_each_epoch = test_each_epoch
+        self.on_device = on_device
         self.splits: dict[str, ColoredImages] = {}
         self.test_names = ("test",)
         self.bias_spec = BiasSpec(
@@ -346,7 +352,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
     def _save_cache(self, tensors: dict) -> None:
         write_atomic(self._cache_file(), lambda tmp: torch.save(tensors, tmp))
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader | DeviceBatches:
+        if self.on_device:
+            return self._device_loader(split)
         loader = ResumableLoader if split == "train" else DataLoader  # train: shuffled
         return loader(
             self.splits[split],
@@ -355,6 +363,27 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             collate_fn=pass_batch,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _device_loader(self, split: str) -> DeviceBatches:
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            raise ConfigError(
+                "data.on_device=true builds every batch in one process; with several processes "
+                "(DDP) use data.on_device=false"
+            )
+        data = self.splits[split]
+        loader = DeviceBatches(
+            data.images[None],
+            data.labels[None],
+            data.groups[None],
+            member_data=[0],
+            batch_size=self.batch_size,
+            seeds=[run_seed()] if split == "train" else None,
+            target_size=self.target_size,
+            num_bins=self.color_bins,
+            packed=False,
+        )
+        return loader.to(trainer.strategy.root_device) if trainer is not None else loader
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -81,6 +81,7 @@ class DeviceBatches:
         self.batch_size = batch_size
         self.target_size, self.num_bins, self.packed = target_size, num_bins, packed
         self.sampler = MemberOrder(labels.shape[1], seeds, len(member_data))
+        self.batch_sampler = None  # Lightning looks for one on every loader
         self.served = 0
         self._resume: tuple[int, int] | None = None
 

@@ -100,7 +100,7 @@ class PackedLNLModule(pl.LightningModule):
         self.member_counts: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
             {} for _ in members
         ]
-        self.epoch_metrics: list[dict[str, float]] = [{} for _ in members]
+        self.results_epoch = -1  # the training epoch member_results were measured after
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -173,17 +173,24 @@ class PackedLNLModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.train_sums.zero_()
 
-    def on_train_epoch_end(self) -> None:
-        self._stop_if_diverged()
+    def train_metrics(self) -> list[dict[str, float]]:
+        """Each member's running means over this training epoch (one host sync)."""
         sums = self.train_sums.cpu()
+        metrics = []
         for k in range(self.num_members):
             label_loss, bias_loss, correct, images = sums[k].tolist()
             images = max(images, 1.0)
-            self.epoch_metrics[k] = {
-                "train/label_loss_epoch": label_loss / images,
-                "train/bias_loss_epoch": bias_loss / images,
-                "train/acc": correct / images,
-            }
+            metrics.append(
+                {
+                    "train/label_loss_epoch": label_loss / images,
+                    "train/bias_loss_epoch": bias_loss / images,
+                    "train/acc": correct / images,
+                }
+            )
+        return metrics
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             if scheduler is not None:
@@ -238,6 +245,7 @@ class PackedLNLModule(pl.LightningModule):
                 self._summarise(stage)
         if self.trainer.sanity_checking:
             return
+        self.results_epoch = self.current_epoch
         mean = {
             f"members_mean/{name}": sum(r[name] for r in self.member_results) / self.num_members
             for name in self.member_results[0]
@@ -302,6 +310,7 @@ class PackedLNLModule(pl.LightningModule):
         """
         optimizers = self.trainer.optimizers if self._trainer is not None else []
         for k, member in enumerate(self.members):
+            member.to(dtype=self.dtype)  # e.g. float64 under trainer.precision=64-true
             for name in ("feature_extractor", "label_head", "bias_head"):
                 getattr(member, name).load_state_dict(
                     {n: v.cpu() for n, v in getattr(self, name).member_state_dict(k).items()}

@@ -1,0 +1,1 @@
+"""Hydra launchers of lnl_lightning (``hydra/launcher=packed``)."""

@@ -1,0 +1,110 @@
+"""``hydra/launcher=packed``: a sweep's Colored MNIST jobs trained in packs, each an ordinary run.
+
+Every job is composed as the basic launcher composes it (its own overrides, run folder and
+``.hydra/``); then the jobs that differ only in what a pack keeps per member (seed, sigma^2,
+lambda, mu, warm-start checkpoint: :data:`lnl_lightning.packed_train.MEMBER_KEYS`) are
+trained together, up to ``max_members`` at a time (:func:`lnl_lightning.packed_train.run_packed`).
+Each job's return value is its ``optimized_metric``, as with the basic launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def _resolved(cfg: DictConfig) -> DictConfig:
+    """The job's config with every interpolation resolved while its Hydra context is set."""
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+class PackedLauncher(Launcher):
+    def __init__(self, max_members: int = 64) -> None:
+        if max_members < 1:
+            raise ValueError(f"hydra.launcher.max_members must be >= 1, got {max_members}")
+        self.max_members = max_members
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.hydra_context = config, hydra_context
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from lnl_lightning.packed_train import pack_key
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+
+        jobs: list[tuple[JobReturn, DictConfig]] = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            ret = run_job(
+                hydra_context=self.hydra_context,
+                task_function=_resolved,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+                configure_logging=False,
+            )
+            jobs.append((ret, ret.return_value))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+        groups: dict[str, list[int]] = {}
+        for i, (_, cfg) in enumerate(jobs):
+            groups.setdefault(pack_key(cfg), []).append(i)
+        packs = [
+            members[start : start + self.max_members]
+            for members in groups.values()
+            for start in range(0, len(members), self.max_members)
+        ]
+        log.info("Training %d job(s) in %d pack(s)", len(jobs), len(packs))
+        for members in packs:
+            first = jobs[members[0]][0].hydra_cfg.hydra.job.num
+            last = jobs[members[-1]][0].hydra_cfg.hydra.job.num
+            self._train(sweep_dir / "packs" / f"jobs_{first}-{last}", [jobs[i] for i in members])
+        return [ret for ret, _ in jobs]
+
+    def _train(self, pack_dir: Path, jobs: list[tuple[JobReturn, DictConfig]]) -> None:
+        from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
+        from lnl_lightning.files import ERROR_FILE, write_text_atomic
+        from lnl_lightning.packed_train import run_packed
+
+        cfgs = [cfg for _, cfg in jobs]
+        try:
+            results = run_packed(cfgs, pack_dir)
+        except Exception as err:  # the sweep goes on with the next pack, as with single jobs
+            expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
+            log.error("Pack %s failed: %s", pack_dir, err, exc_info=not expected)
+            record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+            for cfg in cfgs:
+                write_text_atomic(
+                    Path(cfg.paths.output_dir) / ERROR_FILE, json.dumps(record, indent=2) + "\n"
+                )
+            results = [{} for _ in cfgs]
+        for (ret, cfg), metrics in zip(jobs, results, strict=True):
+            ret.status = JobStatus.COMPLETED
+            ret.return_value = metrics.get(cfg.optimized_metric, math.nan)

@@ -1,0 +1,127 @@
+"""``hydra/launcher=packed`` end to end: each packed job is the run it would be on its own."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lnl_lightning.errors import ConfigError
+from lnl_lightning.packed_train import check_pack, pack_key
+
+from .test_cli import run_ok
+
+# float64: packed and single runs then agree to the last digit that matters (tests/test_packing.py)
+COMMON = ("experiment=colored_mnist", "debug=fast", "data.batch_size=32", "print_config=false",
+          "trainer.precision=64-true")
+
+
+@pytest.fixture(scope="module")
+def packed_sweep(tmp_path_factory, mnist_dir) -> Path:
+    root = tmp_path_factory.mktemp("packed")
+    run_ok(
+        "-m",
+        "hydra/launcher=packed",
+        *COMMON,
+        f"data.data_dir={mnist_dir}",
+        "data.color_var=0.02,0.05",
+        "seed=1",
+        "trainer.max_epochs=2",
+        f"hydra.sweep.dir={root / 'sweep'}",
+        cwd=root,
+    )
+    return root
+
+
+def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
+    """Same metrics, per-epoch losses and final weights as an ordinary run (data on device)."""
+    member = packed_sweep / "sweep" / "1"
+    assert "data.color_var=0.05" in (member / ".hydra" / "overrides.yaml").read_text()
+    alone = packed_sweep / "alone"
+    run_ok(
+        *COMMON,
+        f"data.data_dir={mnist_dir}",
+        "data.color_var=0.05",
+        "seed=1",
+        "trainer.max_epochs=2",
+        "data.on_device=true",
+        f"hydra.run.dir={alone}",
+        cwd=packed_sweep,
+    )
+    packed, single = (json.loads((d / "metrics.json").read_text()) for d in (member, alone))
+    assert packed["metrics"].keys() == single["metrics"].keys()
+    for name, value in single["metrics"].items():
+        assert packed["metrics"][name] == pytest.approx(value, abs=1e-9), name
+    assert packed["epochs"] == single["epochs"] == 2
+    assert packed["global_step"] == single["global_step"]
+    assert packed["pack"]["members"] == 2
+
+    def losses(run: Path) -> list[float]:
+        with (run / "csv" / "version_0" / "metrics.csv").open() as file:
+            rows = list(csv.DictReader(file))
+        return [float(r["train/label_loss_epoch"]) for r in rows if r.get("train/label_loss_epoch")]
+
+    assert len(losses(member)) == 2
+    assert losses(member) == pytest.approx(losses(alone), rel=1e-6)  # ordinary: float32 means
+    ours = torch.load(member / "checkpoints" / "last.ckpt", weights_only=False)
+    theirs = torch.load(alone / "checkpoints" / "last.ckpt", weights_only=False)
+    # last.ckpt is the last epoch's, also when val/acc did not improve in it (here: epoch 0 best)
+    assert (theirs["epoch"], theirs["global_step"]) == (1, single["global_step"])
+    for name, value in theirs["state_dict"].items():
+        if name.split(".")[0] in ("feature_extractor", "label_head", "bias_head"):
+            torch.testing.assert_close(ours["state_dict"][name], value, rtol=1e-6, atol=1e-9)
+    assert len(ours["optimizer_states"]) == 2
+    assert (member / "group_acc_test.csv").is_file() and (member / "config_resolved.yaml").is_file()
+
+
+def test_the_launcher_groups_jobs_that_can_share_a_pack(tmp_path, mnist_dir):
+    """A baseline and an LNL job cannot share a pack: two packs, both jobs finished."""
+    run_ok(
+        "-m",
+        "hydra/launcher=packed",
+        *COMMON,
+        f"data.data_dir={mnist_dir}",
+        "model=baseline,lnl",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    packs = sorted(p.name for p in (tmp_path / "packs").iterdir())
+    assert packs == ["jobs_0-0", "jobs_1-1"]
+    methods = [json.loads((tmp_path / j / "metrics.json").read_text())["method"] for j in "01"]
+    assert methods == ["baseline", "lnl"]
+
+
+def config(**changes) -> OmegaConf:
+    base = {
+        "seed": 0,
+        "test_ckpt": "last",
+        "paths": {"output_dir": "runs/0"},
+        "data": {"color_var": 0.02, "batch_size": 128},
+        "model": {"lambda_": 0.01, "mu": 0.1, "init_from": None},
+        "trainer": {"max_epochs": 100},
+    }
+    cfg = OmegaConf.create(base)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def test_pack_keys_keep_apart_what_one_optimizer_step_cannot_serve():
+    same = config(seed=3, **{"data.color_var": 0.05, "model.lambda_": 0.1, "model.mu": 0.3})
+    assert pack_key(config()) == pack_key(same)
+    for changes in (
+        {"model.mu": 0.0},  # a baseline: no second f+g step
+        {"model.lambda_": 0.0},  # no entropy term: h's BatchNorm sees fewer batches
+        {"model.init_from": "x.ckpt"},
+        {"data.batch_size": 64},
+        {"trainer.max_epochs": 10},
+    ):
+        assert pack_key(config()) != pack_key(config(**changes)), changes
+    with pytest.raises(ConfigError, match="'trainer.max_epochs'"):
+        check_pack([config(), config(**{"trainer.max_epochs": 10})])
+    with pytest.raises(ConfigError, match="test_ckpt=last"):
+        check_pack([config(test_ckpt="best")])
