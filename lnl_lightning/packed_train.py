@@ -108,8 +108,8 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
     """Train ``cfgs`` (resolved job configs) as one pack; return each member's final metrics."""
     started = time.time()
     check_pack(cfgs)
-    for cfg in cfgs:
-        check_config(cfg)
+    for cfg in cfgs:  # resuming: from the pack's checkpoint, checked below
+        check_config(OmegaConf.merge(cfg, {"ckpt_path": None}))
     first = cfgs[0]
 
     # One datamodule per distinct dataset; each member reads its own.
@@ -129,7 +129,8 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
         )
         members.append(model)
     datamodule = PackedDataModule(datamodules, member_data, [int(cfg.seed) for cfg in cfgs])
-    pack = PackedLNLModule(members)
+    perf = first.get("perf") or {}
+    pack = PackedLNLModule(members, cuda_graph=bool(perf.get("cuda_graph", False)))
     member_dirs = [Path(cfg.paths.output_dir) for cfg in cfgs]
     member_loggers = [build_loggers(_own_wandb_run(cfg)) for cfg in cfgs]
     for cfg, out_dir, loggers in zip(cfgs, member_dirs, member_loggers, strict=True):
@@ -152,7 +153,9 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
         CheckpointOnInterrupt(),
     ]
     if trainer_cfg.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar(refresh_rate=max(1, int(trainer_cfg.get("log_every_n_steps", 50)))))
+        callbacks.append(
+            RichProgressBar(refresh_rate=max(1, int(trainer_cfg.get("log_every_n_steps", 50))))
+        )
     trainer: pl.Trainer = build(trainer_cfg, callbacks=callbacks, logger=False)
     resume = pack_dir / "checkpoints" / "last.ckpt"
     resume_from = resume if first.ckpt_path and resume.is_file() else None
@@ -173,7 +176,12 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
         _save_member_checkpoint(member, trainer, out_dir / "checkpoints" / "last.ckpt", pack_dir)
         for stage, (correct, total) in counts[k].items():
             csv_path, png_path = save_group_matrix(
-                correct, total, out_dir, f"group_acc_{stage}", spec.class_names, spec.group_names,
+                correct,
+                total,
+                out_dir,
+                f"group_acc_{stage}",
+                spec.class_names,
+                spec.group_names,
                 title=f"{stage} accuracy per (label, bias group)",
             )
             log_group_matrix(member_loggers[k], stage, csv_path, png_path)
@@ -215,9 +223,7 @@ def _own_wandb_run(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _save_member_checkpoint(
-    member: Any, trainer: pl.Trainer, path: Path, pack_dir: Path
-) -> None:
+def _save_member_checkpoint(member: Any, trainer: pl.Trainer, path: Path, pack_dir: Path) -> None:
     """The member's weights and optimizer states, in the layout of an ordinary run's checkpoint."""
     checkpoint = {
         "state_dict": member.state_dict(),

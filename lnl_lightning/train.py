@@ -132,6 +132,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Writes into ``cfg.paths.output_dir``: ``config_resolved.yaml``, ``checkpoints/``,
     logger files and ``metrics.json`` (callbacks add the accuracy matrices and samples).
     """
+    if cfg.get("perf") and cfg.perf.packed:  # perf=fast: this run as a pack of one
+        from lnl_lightning.packed_train import run_packed
+
+        return run_packed([cfg], Path(cfg.paths.output_dir) / "pack")[0]
     started = time.time()
     check_config(cfg)
     out_dir = Path(cfg.paths.output_dir)

@@ -16,8 +16,13 @@ from lnl_lightning.packed_train import check_pack, pack_key
 from .test_cli import run_ok
 
 # float64: packed and single runs then agree to the last digit that matters (tests/test_packing.py)
-COMMON = ("experiment=colored_mnist", "debug=fast", "data.batch_size=32", "print_config=false",
-          "trainer.precision=64-true")
+COMMON = (
+    "experiment=colored_mnist",
+    "debug=fast",
+    "data.batch_size=32",
+    "print_config=false",
+    "trainer.precision=64-true",
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +81,23 @@ def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
             torch.testing.assert_close(ours["state_dict"][name], value, rtol=1e-6, atol=1e-9)
     assert len(ours["optimizer_states"]) == 2
     assert (member / "group_acc_test.csv").is_file() and (member / "config_resolved.yaml").is_file()
+
+    # perf=fast: the same run as a pack of one, with the graph-ready step (eager on a CPU)
+    fast = packed_sweep / "fast"
+    run_ok(
+        *COMMON,
+        f"data.data_dir={mnist_dir}",
+        "data.color_var=0.05",
+        "seed=1",
+        "trainer.max_epochs=2",
+        "perf=fast",
+        f"hydra.run.dir={fast}",
+        cwd=packed_sweep,
+    )
+    quick = json.loads((fast / "metrics.json").read_text())
+    assert quick["pack"]["members"] == 1 and quick["global_step"] == single["global_step"]
+    for name, value in single["metrics"].items():
+        assert quick["metrics"][name] == pytest.approx(value, abs=1e-9), name
 
 
 def test_the_launcher_groups_jobs_that_can_share_a_pack(tmp_path, mnist_dir):

@@ -108,7 +108,12 @@ def assert_members_match(alone: list[LNLModule], packed: list[LNLModule]) -> Non
         assert len(networks_state) == 3 + 10 + 8 + 3 * 7  # f, g, h: weights and BN buffers
         for name in networks_state:
             torch.testing.assert_close(
-                p_state[name], a_state[name], rtol=RTOL, atol=ATOL, check_dtype=False, msg=f"member {k}: {name}"
+                p_state[name],
+                a_state[name],
+                rtol=RTOL,
+                atol=ATOL,
+                check_dtype=False,
+                msg=f"member {k}: {name}",
             )
         a_buffers, p_buffers = optimizer_state(a), unpacked_optimizer_state(p)
         assert a_buffers.keys() == p_buffers.keys()
@@ -117,7 +122,11 @@ def assert_members_match(alone: list[LNLModule], packed: list[LNLModule]) -> Non
         scale = max(float(v.abs().max()) for v in a_buffers.values())
         for name, value in a_buffers.items():
             torch.testing.assert_close(
-                p_buffers[name].double(), value, rtol=RTOL, atol=RTOL * scale, msg=f"member {k}: {name}"
+                p_buffers[name].double(),
+                value,
+                rtol=RTOL,
+                atol=RTOL * scale,
+                msg=f"member {k}: {name}",
             )
 
 
@@ -128,7 +137,10 @@ def train_alone_and_packed(settings, images, labels, groups, **kwargs):
         fit(module, DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False))
     packed = PackedLNLModule(members)
     seeds = [seed for seed, _, _ in settings]
-    fit(packed, DeviceBatches(images, labels, groups, range(len(settings)), BATCH_SIZE, seeds, 14, 8))
+    fit(
+        packed,
+        DeviceBatches(images, labels, groups, range(len(settings)), BATCH_SIZE, seeds, 14, 8),
+    )
     return alone, packed.unpack()
 
 
@@ -171,8 +183,9 @@ def test_warm_started_members_carry_their_own_momentum(tmp_path):
         trainer.save_checkpoint(path)
         sources.append(str(path))
     settings = [(10, 0.01, 0.1), (11, 0.01, 0.1)]
-    alone = [member(s, lam, mu, init_from=src) for (s, lam, mu), src in zip(settings, sources)]
-    members = [member(s, lam, mu, init_from=src) for (s, lam, mu), src in zip(settings, sources)]
+    warm = list(zip(settings, sources, strict=True))
+    alone = [member(s, lam, mu, init_from=src) for (s, lam, mu), src in warm]
+    members = [member(s, lam, mu, init_from=src) for (s, lam, mu), src in warm]
     for k, (module, (seed, _, _)) in enumerate(zip(alone, settings, strict=True)):
         fit(module, DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False))
     packed = PackedLNLModule(members)
@@ -249,3 +262,27 @@ def test_a_pack_refuses_what_it_cannot_train_exactly():
         PackedLNLModule([member(0, 0.01, 0.1, step="fused")])
     with pytest.raises(ConfigError, match="shared=false"):
         pack([networks.PixelColorHead(shared=True)])
+
+
+def test_the_graph_ready_step_is_the_same_step():
+    """``cuda_graph=True`` (raw optimizers, Lightning's step count kept) changes nothing on CPU."""
+    images, labels, groups = colored_data([0.02, 0.05])
+    settings = [(0, 0.01, 0.1), (1, 0.05, 0.2)]
+    packs, steps = [], []
+    for cuda_graph in (False, True):
+        pack_ = PackedLNLModule([member(s, lam, mu) for s, lam, mu in settings], cuda_graph)
+        trainer = pl.Trainer(
+            max_epochs=EPOCHS,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            accelerator="cpu",
+        )
+        trainer.fit(pack_, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8))
+        packs.append(pack_.state_dict())
+        steps.append(trainer.global_step)
+    assert steps[0] == steps[1] == EPOCHS * 3 * 3  # 3 batches, 3 optimizer steps each
+    assert packs[0].keys() == packs[1].keys()
+    assert all(torch.equal(packs[0][k], packs[1][k]) for k in packs[0])

@@ -12,7 +12,7 @@ ordinary run's checkpoint.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -55,11 +55,14 @@ class PackedLNLModule(pl.LightningModule):
     second f+g step), since the optimizer steps the whole pack at once; likewise lambda_ is
     > 0 for all or for none (step 1 runs h, and moves its BatchNorm statistics, only then).
 
+    ``cuda_graph=True`` replays the training step from a CUDA graph on a GPU
+    (:meth:`_graph_step`): the same arithmetic, launched at once.
+
     Batches follow the packed contract: ``image (N, K*3, H, W)``, ``label (N, K)``,
     ``bias_target (N, K, 3, h, w)``, ``bias_group (N, K)``.
     """
 
-    def __init__(self, members: Sequence[LNLModule]) -> None:
+    def __init__(self, members: Sequence[LNLModule], cuda_graph: bool = False) -> None:
         super().__init__()
         members = list(members)
         first = members[0]
@@ -93,7 +96,13 @@ class PackedLNLModule(pl.LightningModule):
         # per member: label loss, bias loss, correct labels, images (summed over the epoch)
         self.register_buffer("train_sums", torch.zeros(len(members), 4, dtype=torch.float64))
         self.register_buffer("first_bad", torch.full((len(members),), -1, dtype=torch.long))
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self._batches_seen = 0
+        self.cuda_graph = cuda_graph
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_inputs: dict[str, torch.Tensor] | None = None
+        self._graph_lrs: tuple[float, ...] = ()
+        self._graph_warmup = 3  # eager steps before the capture
         self._stages_evaluated: set[str] = set()
         # filled by evaluation: member -> {metric: value}, and member -> {stage: (correct, total)}
         self.member_results: list[dict[str, float]] = [{} for _ in members]
@@ -105,6 +114,22 @@ class PackedLNLModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt_main, opt_bias = self.optimizers()
+        if self.cuda_graph:
+            self._graph_step(batch, opt_main, opt_bias)
+        else:
+            self._step(batch, opt_main, opt_bias, self.manual_backward)
+        self._batches_seen += 1
+        if self._batches_seen % 50 == 0:
+            self._stop_if_diverged()
+
+    def _step(
+        self,
+        batch: dict[str, torch.Tensor],
+        opt_main: torch.optim.Optimizer,
+        opt_bias: torch.optim.Optimizer,
+        backward: Callable[[torch.Tensor], None],
+    ) -> None:
+        """The official two-step update of every member (no host sync: a CUDA graph can hold it)."""
         images, labels = batch[IMAGE], batch[LABEL]
 
         # Step 1: f and g learn the label and, with weight lambda, to make h uncertain.
@@ -118,7 +143,7 @@ class PackedLNLModule(pl.LightningModule):
             if self.entropy_term:
                 loss = loss + self.lambdas * member_negative_entropy(self.bias_head(features))
             opt_main.zero_grad()
-            self.manual_backward(loss.sum())  # members share no weight: each gets its own
+            backward(loss.sum())  # members share no weight: each gets its own gradient
             opt_main.step()
         finally:
             self.untoggle_optimizer(opt_main)
@@ -132,12 +157,69 @@ class PackedLNLModule(pl.LightningModule):
         bias_loss = member_bias_cross_entropy(self.bias_head(bias_input), batch[BIAS_TARGET])
         opt_main.zero_grad(set_to_none=False)
         opt_bias.zero_grad()
-        self.manual_backward(bias_loss.sum())
+        backward(bias_loss.sum())
         opt_bias.step()
         if self.unlearn:
             opt_main.step()
 
         self._record(label_loss.detach(), bias_loss.detach(), label_logits.detach(), labels)
+
+    # ------------------------------------------------------------- CUDA graph
+    def _graph_step(self, batch: dict[str, torch.Tensor], opt_main: Any, opt_bias: Any) -> None:
+        """:meth:`_step` on the raw optimizers, replayed from a CUDA graph on a GPU.
+
+        A step of this network is a few hundred small kernels whose launches cost more than
+        their work; a CUDA graph launches them all at once. The first full batches run
+        eagerly on a side stream (as capturing needs), then one step is captured and each
+        later full batch is copied into its inputs and replayed. The captured learning rates
+        are constants: a scheduler's change triggers a new capture. A batch of another size
+        (an epoch's last) runs eagerly, on the same weights and optimizer state. On a CPU
+        every step runs eagerly, the same code.
+        """
+        raw = (opt_main.optimizer, opt_bias.optimizer)
+
+        def run(inputs: dict[str, torch.Tensor]) -> None:
+            self._step(inputs, *raw, backward=lambda loss: loss.backward())
+
+        if self.device.type != "cuda":
+            run(batch)
+        else:
+            self._replay(batch, run, raw)
+        # what Lightning's optimizer wrappers count (trainer.global_step)
+        for optimizer in [opt_main, opt_bias] + [opt_main] * self.unlearn:
+            optimizer._on_before_step()
+            optimizer._on_after_step()
+
+    def _replay(
+        self,
+        batch: dict[str, torch.Tensor],
+        run: Callable[[dict[str, torch.Tensor]], None],
+        optimizers: tuple[torch.optim.Optimizer, ...],
+    ) -> None:
+        lrs = tuple(group["lr"] for opt in optimizers for group in opt.param_groups)
+        static = self._graph_inputs
+        if static is not None and len(batch[LABEL]) != len(static[LABEL]):
+            run(batch)  # another batch size: not what was captured
+        elif static is not None and self._graph_lrs == lrs:
+            for key, value in static.items():
+                value.copy_(batch[key])
+            self._graph.replay()
+        elif self._graph_warmup > 0:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                run(batch)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            self._graph_warmup -= 1
+        else:
+            self._graph = self._graph_inputs = None  # release the previous capture first
+            inputs = {key: value.clone() for key, value in batch.items()}
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                run(inputs)
+            self._graph, self._graph_inputs, self._graph_lrs = graph, inputs, lrs
+            graph.replay()
+            log.info("Captured the training step in a CUDA graph (learning rates %s)", lrs)
 
     def _record(
         self,
@@ -151,13 +233,11 @@ class PackedLNLModule(pl.LightningModule):
         correct = (label_logits.argmax(2) == labels).sum(0)
         step = torch.stack([label_loss * n, bias_loss * n, correct, torch.full_like(correct, n)])
         self.train_sums += step.t().double()
-        self._batches_seen += 1
+        self.steps_done += 1
         bad = ~(torch.isfinite(label_loss) & torch.isfinite(bias_loss))
         self.first_bad.copy_(
-            torch.where(bad & (self.first_bad < 0), self._batches_seen, self.first_bad)
+            torch.where(bad & (self.first_bad < 0), self.steps_done, self.first_bad)
         )
-        if self._batches_seen % 50 == 0:
-            self._stop_if_diverged()
 
     def _stop_if_diverged(self) -> None:
         bad = self.first_bad.tolist()
@@ -211,7 +291,9 @@ class PackedLNLModule(pl.LightningModule):
         label_logits = self.label_head(features).view(len(labels), self.num_members, -1)
         bias_logits = self.bias_head(features)
         for k, metrics in enumerate(self.member_metrics):
-            metrics["group_acc"][stage].update(label_logits[:, k], labels[:, k], batch[BIAS_GROUP][:, k])
+            metrics["group_acc"][stage].update(
+                label_logits[:, k], labels[:, k], batch[BIAS_GROUP][:, k]
+            )
             metrics["bias_acc"][stage].update(bias_logits[:, k], batch[BIAS_TARGET][:, k])
 
     def _summarise(self, stage: str) -> None:
@@ -271,7 +353,10 @@ class PackedLNLModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         first = self.members[0]
         main = [*self.feature_extractor.parameters(), *self.label_head.parameters()]
-        optimizers = [first.optimizer_factory(main), first.optimizer_factory(self.bias_head.parameters())]
+        optimizers = [
+            first.optimizer_factory(main),
+            first.optimizer_factory(self.bias_head.parameters()),
+        ]
         if first._warm_optimizer_state is not None:
             self._load_warm_optimizer_states(optimizers[0])
         if first.init_from and first.warm_start_lr is not None:
@@ -283,8 +368,11 @@ class PackedLNLModule(pl.LightningModule):
         return optimizers, [first.scheduler_factory(optimizer) for optimizer in optimizers]
 
     def _load_warm_optimizer_states(self, optimizer: torch.optim.Optimizer) -> None:
-        """Pack each member's saved f+g optimizer state (its momentum buffers) into ``optimizer``."""
-        buffers: dict[str, list[dict[str, torch.Tensor]]] = {"feature_extractor": [], "label_head": []}
+        """Pack each member's saved f+g optimizer state (momentum buffers) into ``optimizer``."""
+        buffers: dict[str, list[dict[str, torch.Tensor]]] = {
+            "feature_extractor": [],
+            "label_head": [],
+        }
         for member in self.members:
             own = member.optimizer_factory(
                 [*member.feature_extractor.parameters(), *member.label_head.parameters()]
