@@ -3,27 +3,33 @@
 #
 #   OUT=outputs/gpu_check DATA_DIR=../shared/data bash benchmarks/gpu_check.sh
 #
-# 1. bench.txt: `make bench` on the device (images/s and ratios per step variant) and
-#    profile.txt: torch.profiler tables of the official LNL step in Lightning's loop.
-# 2. determinism.txt: two identical short runs, trainer.deterministic=true and =warn, compared
-#    bit for bit (metrics and every tensor of the last checkpoint).
-# 3. runs.tar.gz: the Colored MNIST grid of `make reproduce` (baseline GRID_EPOCHS, LNL
-#    warm-started from it GRID_EPOCHS, LNL from scratch GRID_EPOCHS) over COLOR_VARS x SEEDS,
-#    PARALLEL runs at a time, stopped when BUDGET_S runs out; with the report of what finished.
-# log.txt: the machine, versions, timings and every step's output.
-# On a machine without a GPU every step still runs (on the CPU), which is how it is tested.
+# 1. bench.txt: `make bench` on the device: images/s per step variant, and of packs of
+#    K = 1, 7, 21, 42 official LNL runs (CUDA graph); profile.txt: torch.profiler tables.
+# 2. pair/: sigma^2 = 0.020, seed 0 at the paper's schedule with perf=fast: the baseline
+#    PAIR_EPOCHS epochs, then LNL warm-started from its last checkpoint PAIR_EPOCHS epochs.
+# 3. determinism.txt: two identical short perf=fast runs (trainer.deterministic=true),
+#    compared bit for bit (metrics and every tensor of the last checkpoint).
+# 4. grid/: the Colored MNIST grid of `make reproduce PACK=1` (sigma^2 x seeds), baseline
+#    then warm LNL, GRID_EPOCHS each, as packs, in the time left (BUDGET_S in all).
+# runs.tar.gz holds every run folder (no checkpoints); log.txt the machine, versions, timings
+# and every step's output. Each step is cut at the time it may take, and a step that fails
+# does not stop the next. On a machine without a GPU every step runs on the CPU, which is how
+# it is tested (tiny settings through PAIR_ARGS, GRID_ARGS, BENCH_ARGS).
 set -uo pipefail
 OUT=${OUT:-outputs/gpu_check}
 PY=${PY:-python3}
 DATA_DIR=${DATA_DIR:-data}
-BUDGET_S=${BUDGET_S:-480}
-BENCH_STEPS=${BENCH_STEPS:-200}
+BUDGET_S=${BUDGET_S:-520}
+BENCH_STEPS=${BENCH_STEPS:-150}
+BENCH_ARGS=${BENCH_ARGS:-}
+PAIR_EPOCHS=${PAIR_EPOCHS:-100}
+PAIR_ARGS=${PAIR_ARGS:-}
+PAIR_S=${PAIR_S:-300}
 DET_BATCHES=${DET_BATCHES:-100}
-GRID_EPOCHS=${GRID_EPOCHS:-2}
+GRID_EPOCHS=${GRID_EPOCHS:-10}
+GRID_ARGS=${GRID_ARGS:-}
 COLOR_VARS=${COLOR_VARS:-"0.020 0.025 0.030 0.035 0.040 0.045 0.050"}
 SEEDS=${SEEDS:-"0 1 2"}
-PARALLEL=${PARALLEL:-14}
-GRID_ARGS=${GRID_ARGS:-}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=${WORK:-$OUT/work}
@@ -32,9 +38,9 @@ LOG=$OUT/log.txt
 exec > >(tee -a "$LOG") 2>&1
 left() { echo $((BUDGET_S - ($(date +%s) - START))); }
 stamp() { echo "[$(($(date +%s) - START)) s] $*"; }
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
-# no progress bar or config print: nothing to look at, and fewer host cycles per step
-QUIET="print_config=false callbacks.rich_progress_bar=null trainer.enable_progress_bar=false"
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+QUIET="print_config=false trainer.enable_progress_bar=false"
+csv() { echo "$*" | tr ' ' ','; }
 
 stamp "gpu check: budget ${BUDGET_S} s, data ${DATA_DIR}"
 nvidia-smi 2>/dev/null || echo "no nvidia-smi"
@@ -50,94 +56,105 @@ EOF
 # ---------------------------------------------------------------- 1. bench and profile
 stamp "bench"
 DEVICE=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-$PY benchmarks/step_throughput.py --device "$DEVICE" --steps "$BENCH_STEPS" --repeats 3 \
-    --profile "$OUT/profile.txt" > "$OUT/bench.txt" 2>&1
+timeout 150 $PY benchmarks/step_throughput.py --device "$DEVICE" --steps "$BENCH_STEPS" \
+    --repeats 3 --profile "$OUT/profile.txt" $BENCH_ARGS > "$OUT/bench.txt" 2>&1
+echo "bench exit $?" >> "$OUT/bench.txt"
 cat "$OUT/bench.txt"
 
-# ---------------------------------------------------------------- 2. determinism
-stamp "determinism: two identical runs per setting, at the same time"
-run_short() {  # $1 folder, $2 deterministic setting
-    $PY -m lnl_lightning experiment=colored_mnist data.data_dir="$DATA_DIR" $QUIET \
-        trainer.max_epochs=1 trainer.limit_train_batches="$DET_BATCHES" trainer.limit_val_batches=10 \
-        trainer.deterministic="$2" hydra.run.dir="$1" > "$1.log" 2>&1
-    echo "exit $?" >> "$1.log"
+# ---------------------------------------------------------------- 2. the paper's pair
+stamp "pair: sigma^2 0.020 seed 0, baseline ${PAIR_EPOCHS} epochs then warm LNL ${PAIR_EPOCHS}"
+PAIR=$WORK/pair
+mkdir -p "$PAIR"
+pair_run() {  # $1 folder name, $2 seconds, then overrides
+    local dir=$PAIR/$1 limit=$2
+    shift 2
+    timeout "$limit" $PY -m lnl_lightning experiment=colored_mnist perf=fast task_name=paper_pair \
+        data.data_dir="$DATA_DIR" data.color_var=0.02 seed=0 trainer.max_epochs="$PAIR_EPOCHS" \
+        $QUIET hydra.run.dir="$dir" "$@" $PAIR_ARGS > "$dir.log" 2>&1
+    echo "exit $?" >> "$dir.log"
+    tail -3 "$dir.log"
 }
+pair_run baseline $((PAIR_S / 2)) model=baseline
+pair_run lnl_warm $((PAIR_S / 2)) model=lnl model.init_from="$PAIR/baseline/checkpoints/last.ckpt"
+grep -h "CUDA graph" "$PAIR"/*.log | cut -c1-200 | head -6
+$PY - "$PAIR" <<'EOF'
+import json, sys
+from pathlib import Path
+for run in ("baseline", "lnl_warm"):
+    path = Path(sys.argv[1]) / run / "metrics.json"
+    if not path.is_file():
+        print(f"{run}: did not finish")
+        continue
+    m = json.loads(path.read_text())
+    keys = ("test/acc", "test/acc_conflicting", "test/bias_acc", "val/acc")
+    print(f"{run}: {m['epochs']} epochs, {m['train_images_per_s']} images/s, "
+          f"{m['wall_time_s']} s; " + ", ".join(f"{k} {m['metrics'].get(k, float('nan')):.4f}" for k in keys))
+EOF
+
+# ---------------------------------------------------------------- 3. determinism
+stamp "determinism: two identical perf=fast runs, deterministic=true, at the same time"
 mkdir -p "$WORK/det"
 pids=()
-for setting in true warn; do
-    for copy in a b; do run_short "$WORK/det/${setting}_$copy" "$setting" & pids+=($!); done
+for copy in a b; do
+    timeout 90 $PY -m lnl_lightning experiment=colored_mnist perf=fast data.data_dir="$DATA_DIR" \
+        $QUIET trainer.max_epochs=1 trainer.limit_train_batches="$DET_BATCHES" \
+        trainer.limit_val_batches=10 trainer.deterministic=true hydra.run.dir="$WORK/det/$copy" \
+        > "$WORK/det/$copy.log" 2>&1 &
+    pids+=($!)
 done
 wait "${pids[@]}"  # not a bare wait: that would also wait for the log's tee
 $PY - "$WORK/det" > "$OUT/determinism.txt" 2>&1 <<'EOF'
 import json, sys
 from pathlib import Path
 import torch
-root = Path(sys.argv[1])
-for setting in ("true", "warn"):
-    a, b = root / f"{setting}_a", root / f"{setting}_b"
-    if not ((a / "metrics.json").is_file() and (b / "metrics.json").is_file()):
-        tail = (a.parent / f"{a.name}.log").read_text().splitlines()[-6:]
-        print(f"deterministic={setting}: a run did not finish:", *tail, sep="\n  ")
-        continue
+a, b = Path(sys.argv[1]) / "a", Path(sys.argv[1]) / "b"
+if not ((a / "metrics.json").is_file() and (b / "metrics.json").is_file()):
+    print("a run did not finish:", *(a.parent / "a.log").read_text().splitlines()[-6:], sep="\n  ")
+else:
     ma, mb = (json.loads((p / "metrics.json").read_text())["metrics"] for p in (a, b))
     sa, sb = (torch.load(p / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)["state_dict"] for p in (a, b))
     differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    worst = max((float((sa[k].double() - sb[k].double()).abs().max()) for k in differ), default=0.0)
-    print(f"deterministic={setting}: metrics identical: {ma == mb}; tensors identical: "
-          f"{len(sa) - len(differ)}/{len(sa)}; largest difference {worst:.3g}")
-    print(f"  test/acc {ma.get('test/acc')} vs {mb.get('test/acc')}")
+    print(f"perf=fast deterministic=true: metrics identical: {ma == mb}; tensors identical: "
+          f"{len(sa) - len(differ)}/{len(sa)}")
 EOF
 cat "$OUT/determinism.txt"
 
-# ---------------------------------------------------------------- 3. the grid
-stamp "grid: ${GRID_EPOCHS} epochs per phase, sigma^2 {${COLOR_VARS}} x seeds {${SEEDS}}, ${PARALLEL} at a time"
+# ---------------------------------------------------------------- 4. the grid, packed
 GRID=$WORK/grid
+grid_phase() {  # $1 phase, $2 seconds, then overrides
+    local phase=$1 limit=$2
+    shift 2
+    timeout "$limit" $PY -m lnl_lightning -m sweep=reproduce hydra/launcher=packed \
+        perf.cuda_graph=true data.data_dir="$DATA_DIR" data.color_var="$(csv $COLOR_VARS)" \
+        seed="$(csv $SEEDS)" 'hydra.sweep.subdir=cv${data.color_var}_seed${seed}' \
+        hydra.sweep.dir="$GRID/$phase" trainer.max_epochs="$GRID_EPOCHS" $QUIET "$@" $GRID_ARGS \
+        > "$GRID/$phase.log" 2>&1
+    echo "exit $?" >> "$GRID/$phase.log"
+    tail -2 "$GRID/$phase.log"
+}
 mkdir -p "$GRID"
-train() {  # $1 phase folder, $2 sigma^2, $3 seed, then overrides
-    local dir=$GRID/$1/cv$2_seed$3
-    shift 3
-    mkdir -p "$(dirname "$dir")"
-    $PY -m lnl_lightning task_name=reproduce_colored_mnist data.data_dir="$DATA_DIR" $QUIET \
-        data.color_var="$(basename "$dir" | sed -E 's/cv(.*)_seed.*/\1/')" \
-        seed="${dir##*_seed}" hydra.run.dir="$dir" trainer.max_epochs="$GRID_EPOCHS" "$@" $GRID_ARGS \
-        > "$dir.log" 2>&1
-}
-job() {  # "chain cv seed": baseline then warm LNL; "scratch cv seed": LNL from scratch
-    set -- $1
-    if [ "$1" = chain ]; then
-        train baseline "$2" "$3" model=baseline &&
-            train lnl_warm "$2" "$3" model=lnl \
-                model.init_from="$GRID/baseline/cv$2_seed$3/checkpoints/last.ckpt"
-    else
-        train lnl_scratch "$2" "$3" model=lnl
-    fi
-}
-export -f train job
-export GRID PY DATA_DIR QUIET GRID_EPOCHS GRID_ARGS
-for seed in $SEEDS; do for cv in $COLOR_VARS; do
-    echo "chain $cv $seed"; echo "scratch $cv $seed"
-done; done > "$WORK/jobs.txt"
+half=$(( ($(left) - 30) / 2 ))
+stamp "grid: ${GRID_EPOCHS} epochs per phase as packs, sigma^2 {${COLOR_VARS}} x seeds {${SEEDS}}, ${half} s per phase"
 grid_start=$(date +%s)
-timeout "$(( $(left) - 40 ))" xargs -P "$PARALLEL" -I{} bash -c 'job "{}"' < "$WORK/jobs.txt"
+grid_phase baseline "$half" model=baseline
+grid_phase lnl_warm "$(( $(left) - 25 ))" model=lnl \
+    "model.init_from=$GRID/baseline/cv\${data.color_var}_seed\${seed}/checkpoints/last.ckpt"
 grid_s=$(($(date +%s) - grid_start))
-pkill -TERM -f "lnl_lightning task_name=reproduce_colored_mnist" && sleep 10  # out of time: stop
-stamp "grid stopped or done after ${grid_s} s"
+stamp "grid done or stopped after ${grid_s} s"
 $PY - "$GRID" "$grid_s" <<'EOF'
 import json, sys
 from pathlib import Path
-from omegaconf import OmegaConf
 grid, wall = Path(sys.argv[1]), float(sys.argv[2])
-runs = [(json.loads(p.read_text()), OmegaConf.load(p.parent / "config_resolved.yaml"))
-        for p in grid.rglob("metrics.json")]
-print(f"finished runs: {len(runs)} in {wall:.0f} s")
-if runs:
-    # Training images only (validation and test passes not counted): epochs x training split.
-    images = sum(r["epochs"] * round(60000 * (1 - c.data.val_fraction)) for r, c in runs)
-    rates = [r["train_images_per_s"] for r, _ in runs if r.get("train_images_per_s")]
-    print(f"aggregate: {images / wall:.0f} training images/s over the grid's wall time")
-    print(f"per run, while sharing the device: {min(rates):.0f} to {max(rates):.0f} images/s")
+runs = [json.loads(p.read_text()) for p in grid.rglob("metrics.json")]
+print(f"finished runs: {len(runs)} in {wall:.0f} s (both phases, evaluation and start-up included)")
+packs = {r["pack"]["folder"]: r["pack"] for r in runs if r.get("pack")}
+for folder, pack in sorted(packs.items()):
+    print(f"  pack {Path(folder).parent.parent.name}: {pack['members']} members, "
+          f"{pack['train_images_per_s']} training images/s in all")
 EOF
 $PY -m lnl_lightning.report "$GRID" --out "$GRID" > /dev/null 2>&1 && cat "$GRID/report.md"
-(cd "$WORK" && tar czf "$OUT/runs.tar.gz" --exclude='*.ckpt' --exclude='samples_*.png' --exclude='group_acc_*.png' grid det)
+$PY -m lnl_lightning.report "$PAIR" --out "$PAIR" > /dev/null 2>&1
+(cd "$WORK" && tar czf "$OUT/runs.tar.gz" --exclude='*.ckpt' --exclude='samples_*.png' \
+    --exclude='group_acc_*.png' pair det grid)
 rm -rf "$WORK"
 stamp "done"

@@ -12,6 +12,10 @@ hits all of them; each figure is the median over repeats:
 The last line is ``ratios: lnl_vs_plain=X.XX lightning_vs_bare=Y.YY``: the time of a fused
 LNL step over a plain step, and Lightning's loop over the bare loop (same fused step).
 
+Then packs (``--packs 1,7,21``): K official LNL runs trained as one packed network
+(:mod:`lnl_lightning.models.packed_module`, with ``cuda_graph=True``: replayed from a CUDA graph
+on a GPU); K = 1 is ``perf=fast``. Each prints the images/s of one member and of all K.
+
     python benchmarks/step_throughput.py [--steps 60] [--repeats 5] [--threads 2] [--device cuda]
 
 ``--device cuda`` (``make bench ARGS="--device cuda"``) measures on the GPU, with the batches
@@ -43,6 +47,7 @@ from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL,
 from lnl_lightning.models import networks
 from lnl_lightning.models.gradient_reversal import grad_reverse
 from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
+from lnl_lightning.models.packed_module import PackedLNLModule
 
 BATCH = 128
 SPEC = BiasSpec(10, 10, 8, tuple((c, c) for c in range(10)))
@@ -148,6 +153,42 @@ VARIANTS: dict[str, Callable[[list[dict]], float]] = {
 }
 
 
+def packed(batches: list[dict], members: int) -> float:
+    """Images/s of one member of a pack of ``members`` official LNL runs (CUDA graph on a GPU)."""
+    modules = []
+    for k in range(members):
+        torch.manual_seed(k)
+        f, g, h = (
+            networks.mnist_feature_extractor(),
+            networks.mnist_label_head(10),
+            networks.PixelColorHead(),
+        )
+        modules.append(LNLModule(f, g, h, SPEC, optimizer=functools.partial(sgd)))
+    model = PackedLNLModule(modules, cuda_graph=True)
+    packed_batches = [
+        {
+            IMAGE: b[IMAGE].repeat(1, members, 1, 1),
+            LABEL: b[LABEL][:, None].expand(-1, members).contiguous(),
+            BIAS_TARGET: b[BIAS_TARGET][:, None].expand(-1, members, -1, -1, -1).contiguous(),
+            "bias_group": b["bias_group"][:, None].expand(-1, members).contiguous(),
+        }
+        for b in batches
+    ]
+    trainer = pl.Trainer(
+        accelerator=DEVICE.type,
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[TrainThroughput()],
+    )
+    trainer.fit(model, DataLoader(packed_batches, batch_size=None, collate_fn=pass_batch))
+    return float(trainer.callback_metrics["train/images_per_s"])
+
+
 def profile_official_step(batches: list[dict], path: str) -> None:
     """torch.profiler over the official LNL step in Lightning's loop: operator tables."""
     from torch.profiler import ProfilerActivity, profile
@@ -177,6 +218,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--profile", default=None, help="also profile the official step into FILE")
+    parser.add_argument(
+        "--packs",
+        default=None,
+        help="pack widths, e.g. 1,7,21 (default: 1,3 on cpu, 1,7,21,42 on cuda)",
+    )
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -209,6 +255,16 @@ def main() -> None:
         f"ratios: lnl_vs_plain={median['plain'] / median['lnl_fused']:.2f} "
         f"lightning_vs_bare={median['bare_fused'] / median['lnl_fused']:.2f}"
     )
+    widths = args.packs or ("1,7,21,42" if DEVICE.type == "cuda" else "1,3")
+    for width in (int(w) for w in widths.split(",")):
+        packed(batches[:5], width)  # warm-up: the CUDA graph's capture and allocations
+        rates = [packed(batches, width) for _ in range(args.repeats)]
+        rate = statistics.median(rates)
+        print(
+            f"  packed K={width:<3d} {rate:8.0f} images/s per member, {rate * width:9.0f} in all"
+            f"   ({'CUDA graph' if DEVICE.type == 'cuda' else 'eager'}; median of {args.repeats})",
+            flush=True,
+        )
     if args.profile:
         profile_official_step(batches, args.profile)
 

@@ -38,11 +38,10 @@ class GroupAccuracy(Metric):
         """Add a batch: ``preds`` are class indices or logits ``(N, C)``."""
         if preds.dim() == 2:
             preds = preds.argmax(dim=1)
-        num_groups = self.total.shape[1]
-        cell = labels * num_groups + groups
-        size = self.total.numel()
-        self.total += torch.bincount(cell, minlength=size).view_as(self.total)
-        self.correct += torch.bincount(cell[preds == labels], minlength=size).view_as(self.correct)
+        cell = labels * self.total.shape[1] + groups
+        # index_add_, not bincount: on a GPU bincount waits for the host to size its output
+        self.total.view(-1).index_add_(0, cell, torch.ones_like(cell))
+        self.correct.view(-1).index_add_(0, cell, (preds == labels).long())
 
     def cell_accuracy(self) -> torch.Tensor:
         """``(num_classes, num_groups)`` accuracy per cell, NaN where the cell is empty."""

@@ -198,6 +198,7 @@ class LNLModule(pl.LightningModule):
                     num_classes=bias_spec.num_bias_classes,
                     average="micro",
                     ignore_index=IGNORE_INDEX,
+                    validate_args=False,  # its checks wait for the GPU on every batch
                 )
                 for stage in stages
             }

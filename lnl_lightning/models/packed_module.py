@@ -215,11 +215,17 @@ class PackedLNLModule(pl.LightningModule):
             self._graph = self._graph_inputs = None  # release the previous capture first
             inputs = {key: value.clone() for key, value in batch.items()}
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                run(inputs)
+            try:
+                with torch.cuda.graph(graph):
+                    run(inputs)
+            except RuntimeError as err:  # nothing ran while capturing: go on eagerly
+                log.warning("CUDA graph capture failed, training on without it: %s", err)
+                self.cuda_graph = False
+                self._step(batch, *optimizers, backward=lambda loss: loss.backward())
+                return
             self._graph, self._graph_inputs, self._graph_lrs = graph, inputs, lrs
             graph.replay()
-            log.info("Captured the training step in a CUDA graph (learning rates %s)", lrs)
+            log.info("CUDA graph captured: the training step is replayed (learning rates %s)", lrs)
 
     def _record(
         self,
