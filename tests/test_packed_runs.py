@@ -27,12 +27,14 @@ COMMON = (
 
 @pytest.fixture(scope="module")
 def packed_sweep(tmp_path_factory, mnist_dir) -> Path:
+    """Baseline and LNL at two sigma^2: two packs (a baseline and an LNL run cannot share one)."""
     root = tmp_path_factory.mktemp("packed")
     run_ok(
         "-m",
         "hydra/launcher=packed",
         *COMMON,
         f"data.data_dir={mnist_dir}",
+        "model=baseline,lnl",
         "data.color_var=0.02,0.05",
         "seed=1",
         "trainer.max_epochs=2",
@@ -44,8 +46,9 @@ def packed_sweep(tmp_path_factory, mnist_dir) -> Path:
 
 def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
     """Same metrics, per-epoch losses and final weights as an ordinary run (data on device)."""
-    member = packed_sweep / "sweep" / "1"
-    assert "data.color_var=0.05" in (member / ".hydra" / "overrides.yaml").read_text()
+    member = packed_sweep / "sweep" / "3"
+    overrides = (member / ".hydra" / "overrides.yaml").read_text()
+    assert "model=lnl" in overrides and "data.color_var=0.05" in overrides
     alone = packed_sweep / "alone"
     run_ok(
         *COMMON,
@@ -99,22 +102,33 @@ def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
     for name, value in single["metrics"].items():
         assert quick["metrics"][name] == pytest.approx(value, abs=1e-9), name
 
+    # stopped after one epoch and resumed from the pack's checkpoint: the same run
+    resumed = packed_sweep / "resumed"
+    for epochs, resume in (("1", []), ("2", ["ckpt_path=last"])):
+        run_ok(
+            *COMMON,
+            f"data.data_dir={mnist_dir}",
+            "data.color_var=0.05",
+            "seed=1",
+            f"trainer.max_epochs={epochs}",
+            "perf=fast",
+            *resume,
+            f"hydra.run.dir={resumed}",
+            cwd=packed_sweep,
+        )
+    again = json.loads((resumed / "metrics.json").read_text())
+    assert (again["epochs"], again["global_step"]) == (2, quick["global_step"])
+    assert again["metrics"] == quick["metrics"]
+    assert (resumed / "pack" / "checkpoints" / "last.ckpt").is_file()
 
-def test_the_launcher_groups_jobs_that_can_share_a_pack(tmp_path, mnist_dir):
-    """A baseline and an LNL job cannot share a pack: two packs, both jobs finished."""
-    run_ok(
-        "-m",
-        "hydra/launcher=packed",
-        *COMMON,
-        f"data.data_dir={mnist_dir}",
-        "model=baseline,lnl",
-        f"hydra.sweep.dir={tmp_path}",
-        cwd=tmp_path,
-    )
-    packs = sorted(p.name for p in (tmp_path / "packs").iterdir())
-    assert packs == ["jobs_0-0", "jobs_1-1"]
-    methods = [json.loads((tmp_path / j / "metrics.json").read_text())["method"] for j in "01"]
-    assert methods == ["baseline", "lnl"]
+
+def test_the_launcher_groups_jobs_that_can_share_a_pack(packed_sweep):
+    sweep = packed_sweep / "sweep"
+    packs = sorted(p.name for p in (sweep / "packs").iterdir())
+    assert packs == ["jobs_0-1", "jobs_2-3"]
+    runs = [json.loads((sweep / j / "metrics.json").read_text()) for j in "0123"]
+    assert [r["method"] for r in runs] == ["baseline", "baseline", "lnl", "lnl"]
+    assert [Path(r["pack"]["folder"]).name for r in runs] == ["jobs_0-1"] * 2 + ["jobs_2-3"] * 2
 
 
 def config(**changes) -> OmegaConf:
