@@ -14,6 +14,7 @@ from lnl_lightning.errors import ConfigError
 from lnl_lightning.packed_train import check_pack, pack_key
 
 from .test_cli import run_ok
+from .wandb_records import read_run
 
 # float64: packed and single runs then agree to the last digit that matters (tests/test_packing.py)
 COMMON = (
@@ -38,8 +39,10 @@ def packed_sweep(tmp_path_factory, mnist_dir) -> Path:
         "data.color_var=0.02,0.05",
         "seed=1",
         "trainer.max_epochs=2",
+        "logger=[csv,wandb]",
         f"hydra.sweep.dir={root / 'sweep'}",
         cwd=root,
+        WANDB_MODE="offline",
     )
     return root
 
@@ -129,6 +132,12 @@ def test_the_launcher_groups_jobs_that_can_share_a_pack(packed_sweep):
     runs = [json.loads((sweep / j / "metrics.json").read_text()) for j in "0123"]
     assert [r["method"] for r in runs] == ["baseline", "baseline", "lnl", "lnl"]
     assert [Path(r["pack"]["folder"]).name for r in runs] == ["jobs_0-1"] * 2 + ["jobs_2-3"] * 2
+    # each job its own W&B run, with its own config and final metrics
+    for job, run in zip("0123", runs, strict=True):
+        (record,) = (sweep / job / "wandb").glob("offline-run-*/run-*.wandb")
+        wandb_run = read_run(record)
+        assert wandb_run["config"]["color_var"] == (0.02, 0.05)[int(job) % 2]
+        assert wandb_run["summary"]["test/acc"] == pytest.approx(run["metrics"]["test/acc"])
 
 
 def config(**changes) -> OmegaConf:
