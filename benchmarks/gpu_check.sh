@@ -6,11 +6,13 @@
 # 1. bench.txt: `make bench` on the device: images/s per step variant, and of packs of
 #    K = 1, 7, 21, 42 official LNL runs (CUDA graph); profile.txt: torch.profiler tables.
 # 2. pair/: sigma^2 = 0.020, seed 0 at the paper's schedule with perf=fast: the baseline
-#    PAIR_EPOCHS epochs, then LNL warm-started from its last checkpoint PAIR_EPOCHS epochs.
+#    PAIR_EPOCHS epochs, then LNL warm-started from its last checkpoint PAIR_EPOCHS epochs,
+#    each cut at PAIR_S / 2 seconds.
 # 3. determinism.txt: two identical short perf=fast runs (trainer.deterministic=true),
 #    compared bit for bit (metrics and every tensor of the last checkpoint).
 # 4. grid/: the Colored MNIST grid of `make reproduce PACK=1` (sigma^2 x seeds), baseline
-#    then warm LNL, GRID_EPOCHS each, as packs, in the time left (BUDGET_S in all).
+#    then warm LNL, GRID_EPOCHS each, as packs, in the time left (BUDGET_S in all; skipped
+#    with less than 100 s left).
 # runs.tar.gz holds every run folder (no checkpoints); log.txt the machine, versions, timings
 # and every step's output. Each step is cut at the time it may take, and a step that fails
 # does not stop the next. On a machine without a GPU every step runs on the CPU, which is how
@@ -19,13 +21,14 @@ set -uo pipefail
 OUT=${OUT:-outputs/gpu_check}
 PY=${PY:-python3}
 DATA_DIR=${DATA_DIR:-data}
-BUDGET_S=${BUDGET_S:-520}
-BENCH_STEPS=${BENCH_STEPS:-150}
+BUDGET_S=${BUDGET_S:-540}
+BENCH_STEPS=${BENCH_STEPS:-100}
+BENCH_S=${BENCH_S:-110}
 BENCH_ARGS=${BENCH_ARGS:-}
 PAIR_EPOCHS=${PAIR_EPOCHS:-100}
 PAIR_ARGS=${PAIR_ARGS:-}
-PAIR_S=${PAIR_S:-300}
-DET_BATCHES=${DET_BATCHES:-100}
+PAIR_S=${PAIR_S:-360}
+DET_BATCHES=${DET_BATCHES:-50}
 GRID_EPOCHS=${GRID_EPOCHS:-10}
 GRID_ARGS=${GRID_ARGS:-}
 COLOR_VARS=${COLOR_VARS:-"0.020 0.025 0.030 0.035 0.040 0.045 0.050"}
@@ -56,7 +59,7 @@ EOF
 # ---------------------------------------------------------------- 1. bench and profile
 stamp "bench"
 DEVICE=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-timeout 150 $PY benchmarks/step_throughput.py --device "$DEVICE" --steps "$BENCH_STEPS" \
+timeout "$BENCH_S" $PY benchmarks/step_throughput.py --device "$DEVICE" --steps "$BENCH_STEPS" \
     --repeats 3 --profile "$OUT/profile.txt" $BENCH_ARGS > "$OUT/bench.txt" 2>&1
 echo "bench exit $?" >> "$OUT/bench.txt"
 cat "$OUT/bench.txt"
@@ -96,7 +99,7 @@ stamp "determinism: two identical perf=fast runs, deterministic=true, at the sam
 mkdir -p "$WORK/det"
 pids=()
 for copy in a b; do
-    timeout 90 $PY -m lnl_lightning experiment=colored_mnist perf=fast data.data_dir="$DATA_DIR" \
+    timeout 60 $PY -m lnl_lightning experiment=colored_mnist perf=fast data.data_dir="$DATA_DIR" \
         $QUIET trainer.max_epochs=1 trainer.limit_train_batches="$DET_BATCHES" \
         trainer.limit_val_batches=10 trainer.deterministic=true hydra.run.dir="$WORK/det/$copy" \
         > "$WORK/det/$copy.log" 2>&1 &
@@ -133,12 +136,18 @@ grid_phase() {  # $1 phase, $2 seconds, then overrides
     tail -2 "$GRID/$phase.log"
 }
 mkdir -p "$GRID"
+if [ "$(left)" -lt 100 ]; then
+    stamp "grid: skipped, $(left) s left"
+    GRID_EPOCHS=0
+fi
 half=$(( ($(left) - 30) / 2 ))
 stamp "grid: ${GRID_EPOCHS} epochs per phase as packs, sigma^2 {${COLOR_VARS}} x seeds {${SEEDS}}, ${half} s per phase"
 grid_start=$(date +%s)
-grid_phase baseline "$half" model=baseline
-grid_phase lnl_warm "$(( $(left) - 25 ))" model=lnl \
-    "model.init_from=$GRID/baseline/cv\${data.color_var}_seed\${seed}/checkpoints/last.ckpt"
+if [ "$GRID_EPOCHS" -gt 0 ]; then
+    grid_phase baseline "$half" model=baseline
+    grid_phase lnl_warm "$(( $(left) - 25 ))" model=lnl \
+        "model.init_from=$GRID/baseline/cv\${data.color_var}_seed\${seed}/checkpoints/last.ckpt"
+fi
 grid_s=$(($(date +%s) - grid_start))
 stamp "grid done or stopped after ${grid_s} s"
 $PY - "$GRID" "$grid_s" <<'EOF'
