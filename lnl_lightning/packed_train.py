@@ -88,8 +88,9 @@ def check_pack(cfgs: Sequence[DictConfig]) -> None:
         if key != keys[0]:
             where = _first_difference(keys[0], key)
             raise ConfigError(
-                f"runs in one pack must differ only in {', '.join(MEMBER_KEYS[:12])}; "
-                f"{cfg.paths.output_dir} differs in '{where}'"
+                f"runs in one pack may differ only in seed, data (color_var, seed, rho, palette, "
+                f"protocol), model.lambda_, model.mu and model.init_from; "
+                f"{cfg.paths.output_dir} differs from {cfgs[0].paths.output_dir} in '{where}'"
             )
     for cfg in cfgs:
         if cfg.test_ckpt != "last":
