@@ -19,7 +19,7 @@ from lnl_lightning.data.contract import (
     LABEL,
     color_bin_target,
 )
-from lnl_lightning.errors import ConfigError, DataNotFoundError
+from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
 PALETTE = torch.tensor(PAPER_PALETTE, dtype=torch.float32) / 255
 
@@ -177,6 +177,19 @@ def test_failed_download_gives_the_same_guidance(tmp_path, monkeypatch):
     monkeypatch.setattr(MNIST, "download", offline)
     with pytest.raises(DataNotFoundError, match="four IDX files"):
         ColoredMNISTDataModule(data_dir=str(tmp_path), download=True).prepare_data()
+
+
+def test_a_truncated_mnist_file_is_named_with_what_to_do(tmp_path):
+    from .conftest import make_mnist
+
+    raw = make_mnist(tmp_path, num_train=50, num_test=20) / "MNIST" / "raw"
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])  # cut short, as by an interrupted copy
+    with pytest.raises(DataError) as err:
+        ColoredMNISTDataModule(data_dir=str(tmp_path), download=False).prepare_data()
+    message = str(err.value)
+    assert str(images) in message and "damaged" in message and "Delete it" in message
+    assert not isinstance(err.value, DataNotFoundError)
 
 
 def test_rebias_protocol_colours_the_background_with_rho_aligned(mnist_dir):

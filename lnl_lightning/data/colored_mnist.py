@@ -46,7 +46,7 @@ from lnl_lightning.data.contract import (
 )
 from lnl_lightning.data.device_batches import DeviceBatches
 from lnl_lightning.data.sampling import ResumableLoader, run_seed
-from lnl_lightning.errors import ConfigError, DataNotFoundError
+from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
 from lnl_lightning.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -198,14 +198,39 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[Any, Any]:
             MNIST(str(data_dir), train=True, download=download),
             MNIST(str(data_dir), train=False, download=download),
         )
-    except (
-        RuntimeError
-    ) as err:  # torchvision raises RuntimeError for missing files and failed downloads
+    except (RuntimeError, ValueError) as err:  # torchvision's errors for bad or missing files
+        damaged = damaged_mnist_file(raw)
+        if damaged is not None:
+            raise DataError(
+                f"{damaged} is damaged (truncated or not an IDX file: {damaged_reason(damaged)}). "
+                f"Delete it (with data.download=true it is fetched again) or replace it with "
+                f"the original file."
+            ) from err
         raise DataNotFoundError(
             f"MNIST not found and could not be downloaded ({err}). {how}"
         ) from err
     except OSError as err:
         raise DataNotFoundError(f"MNIST could not be read ({err}). {how}") from err
+
+
+def damaged_mnist_file(raw: Path) -> Path | None:
+    """The first of the four MNIST files in ``raw`` that exists but does not read."""
+    for name in MNIST_FILES:
+        path = raw / name
+        if path.is_file() and damaged_reason(path) is not None:
+            return path
+    return None
+
+
+def damaged_reason(path: Path) -> str | None:
+    """Why an IDX file does not read (None if it does)."""
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    try:
+        read_sn3_pascalvincent_tensor(str(path), strict=False)
+    except Exception as err:  # struct, shape and dtype errors alike
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 class ColoredMNISTDataModule(pl.LightningDataModule):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -158,10 +159,9 @@ class LNLModule(pl.LightningModule):
         warm_start_lr: float | None = 0.001,
     ) -> None:
         super().__init__()
-        if not lambda_ >= 0:
-            raise ConfigError(f"model.lambda_ must be >= 0, got {lambda_}")
-        if not mu >= 0:
-            raise ConfigError(f"model.mu must be >= 0, got {mu}")
+        for key, value in (("lambda_", lambda_), ("mu", mu)):
+            if not 0 <= value < math.inf:  # also refuses NaN
+                raise ConfigError(f"model.{key} must be a finite number >= 0, got {value}")
         if step not in STEPS:
             raise ConfigError(f"model.step must be one of {STEPS}, got '{step}'")
         self.automatic_optimization = False
