@@ -40,12 +40,32 @@ def print_config_tree(cfg: DictConfig) -> None:
     rich.print(tree)
 
 
+NETS_FOR_TARGET = {
+    "pixel": "net=colored_mnist (28x28 Colored MNIST) or net=resnet18_color",
+    "image": "net=resnet18",
+}
+
+
 def build_networks(net_cfg: DictConfig, spec: BiasSpec) -> dict[str, Any]:
-    """f, g and h from ``cfg.net``; the heads' class counts come from the datamodule's spec."""
+    """f, g and h from ``cfg.net``; the heads' class counts come from the datamodule's spec.
+
+    h must predict what the data's bias target is (``BiasSpec.target_kind``): checked here,
+    before any work, rather than found as a shape error in the first step.
+    """
+    feature_extractor = build(net_cfg.feature_extractor)  # in this order: the seed's draws
+    label_head = build(net_cfg.label_head, num_classes=spec.num_classes)
+    bias_head = build(net_cfg.bias_head, num_classes=spec.num_bias_classes)
+    kind = getattr(bias_head, "target_kind", None)
+    if kind is not None and kind != spec.target_kind:
+        what = {"pixel": "a per-pixel colour-bin map", "image": "one bias class per image"}
+        raise ConfigError(
+            f"net.bias_head ({type(bias_head).__name__}) predicts {what[kind]}, but the data "
+            f"gives {what[spec.target_kind]}: use {NETS_FOR_TARGET[spec.target_kind]}"
+        )
     return {
-        "feature_extractor": build(net_cfg.feature_extractor),
-        "label_head": build(net_cfg.label_head, num_classes=spec.num_classes),
-        "bias_head": build(net_cfg.bias_head, num_classes=spec.num_bias_classes),
+        "feature_extractor": feature_extractor,
+        "label_head": label_head,
+        "bias_head": bias_head,
     }
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from lnl_lightning.config import CONFIG_MODULE, build
 from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
+from lnl_lightning.errors import ConfigError
 from lnl_lightning.loggers import build_loggers
 from lnl_lightning.models.lnl_module import LNLModule
 from lnl_lightning.train import build_networks
@@ -152,3 +153,22 @@ def test_wandb_goes_offline_when_its_server_is_unreachable(tmp_path, monkeypatch
     monkeypatch.setattr(loggers, "build", lambda node: node)  # no W&B run needed here
     loggers.build_loggers(cfg)
     assert os.environ["WANDB_MODE"] == "offline"
+
+
+@pytest.mark.parametrize(
+    ("experiment", "net", "advice"),
+    [
+        ("image_csv", "colored_mnist", "use net=resnet18"),  # colour map head, per-image bias
+        ("colored_mnist", "resnet18", "use net=colored_mnist"),  # linear head, colour-map bias
+    ],
+)
+def test_a_bias_head_that_does_not_fit_the_data_is_refused_naming_nets_that_do(
+    experiment, net, advice, tmp_path, experiment_overrides
+):
+    data = [o for o in experiment_overrides(experiment) if not o.startswith("net.")]
+    nets = [f"net={net}", *(["net.pretrained=false"] if net.startswith("resnet") else [])]
+    cfg = compose_train([f"experiment={experiment}", *data, *nets], tmp_path)
+    datamodule = build(cfg.data)
+    with pytest.raises(ConfigError, match=advice) as err:
+        build_networks(cfg.net, datamodule.bias_spec)
+    assert "net.bias_head" in str(err.value)

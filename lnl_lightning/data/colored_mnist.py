@@ -319,6 +319,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             aligned_cells=tuple((d, d) for d in range(NUM_DIGITS)),
             class_names=tuple(str(d) for d in range(NUM_DIGITS)),
             group_names=tuple(f"color {c}" for c in range(NUM_DIGITS)),
+            target_kind="pixel",
         )
 
     def prepare_data(self) -> None:

@@ -26,6 +26,9 @@ LABEL = "label"
 BIAS_TARGET = "bias_target"
 BIAS_GROUP = "bias_group"
 
+TARGET_KINDS = ("pixel", "image")
+"""``BiasSpec.target_kind``: a per-pixel colour-bin map, or one bias class per image."""
+
 IGNORE_INDEX = -100
 """Value of ``bias_target`` that the bias loss and bias accuracy skip (PyTorch's default)."""
 
@@ -45,6 +48,9 @@ class BiasSpec:
             ``acc`` and ``acc_unbiased`` only.
         class_names: optional display names of the label classes.
         group_names: optional display names of the bias groups.
+        target_kind: what ``bias_target`` holds, so that a bias head that predicts
+            something else is refused at start: "pixel" (a colour-bin map, ``(N, 3, h, w)``)
+            or "image" (one class per image, ``(N,)``).
     """
 
     num_classes: int
@@ -54,6 +60,7 @@ class BiasSpec:
     conflicting_cells: tuple[tuple[int, int], ...] | None = None
     class_names: tuple[str, ...] | None = None
     group_names: tuple[str, ...] | None = None
+    target_kind: str = "image"
 
     def _mask(self, cells: tuple[tuple[int, int], ...]) -> torch.Tensor:
         mask = torch.zeros(self.num_classes, self.num_bias_groups, dtype=torch.bool)

@@ -186,6 +186,7 @@ class DogsCatsDataModule(ImageSplitsDataModule):
             aligned_cells=aligned,
             class_names=CLASSES,
             group_names=GROUPS,
+            target_kind="pixel",
         )
         self.splits: dict[str, ImageRecords] = {}
 

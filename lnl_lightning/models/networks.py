@@ -95,6 +95,8 @@ class PixelColorHead(nn.Module):
     colour-bin target.
     """
 
+    target_kind = "pixel"  # BiasSpec.target_kind it fits
+
     def __init__(
         self,
         in_channels: int = 32,
@@ -121,6 +123,8 @@ class PixelColorHead(nn.Module):
 
 class CategoricalBiasHead(nn.Module):
     """h for a categorical bias (age bins, gender): global average pool -> one linear layer."""
+
+    target_kind = "image"  # BiasSpec.target_kind it fits
 
     def __init__(self, in_channels: int = 128, num_classes: int = 2) -> None:
         super().__init__()
