@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
-DATA_DIR ?= ../shared/data
+DATA_DIR ?= data
 EPOCHS ?= 100
 LNL_EPOCHS ?= $(EPOCHS)
 COLOR_VARS ?= 0.020 0.025 0.030 0.035 0.040 0.045 0.050
@@ -50,7 +50,7 @@ test-slow: $(STAMP) ## Run only the tests marked slow (none is, today)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrides in ARGS="..."
-	$(PY) -m lnl_lightning -m experiment=colored_mnist_baseline,colored_mnist $(ARGS)
+	$(PY) -m lnl_lightning -m experiment=colored_mnist_baseline,colored_mnist data.data_dir=$(DATA_DIR) $(ARGS)
 
 bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fused), bare loop
 	$(PY) benchmarks/step_throughput.py $(ARGS)

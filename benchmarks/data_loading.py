@@ -3,7 +3,7 @@
 Compare the loader's images/s with the training step's (benchmarks/step_throughput.py):
 as long as the loader is many times faster, the step is what an epoch costs.
 
-    python benchmarks/data_loading.py [--data-dir ../shared/data] [--batch-size 128]
+    python benchmarks/data_loading.py [--data-dir data] [--batch-size 128]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--data-dir", default="data")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     datamodule = ColoredMNISTDataModule(

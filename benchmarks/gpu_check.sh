@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: one command that measures what a lent GPU is for and writes it all into $OUT.
 #
-#   OUT=outputs/gpu_check DATA_DIR=../shared/data bash benchmarks/gpu_check.sh
+#   OUT=outputs/gpu_check DATA_DIR=data bash benchmarks/gpu_check.sh
 #
 # 1. bench.txt: `make bench` on the device: images/s per step variant, and of packs of
 #    K = 1, 7, 21, 42 official LNL runs (CUDA graph); profile.txt: torch.profiler tables.
