@@ -103,6 +103,7 @@ class PackedLNLModule(pl.LightningModule):
         self._graph_inputs: dict[str, torch.Tensor] | None = None
         self._graph_lrs: tuple[float, ...] = ()
         self._graph_warmup = 3  # eager steps before the capture
+        self._largest_batch = 0  # only full batches are captured and replayed
         self._stages_evaluated: set[str] = set()
         # filled by evaluation: member -> {metric: value}, and member -> {stage: (correct, total)}
         self.member_results: list[dict[str, float]] = [{} for _ in members]
@@ -197,9 +198,10 @@ class PackedLNLModule(pl.LightningModule):
         optimizers: tuple[torch.optim.Optimizer, ...],
     ) -> None:
         lrs = tuple(group["lr"] for opt in optimizers for group in opt.param_groups)
-        static = self._graph_inputs
-        if static is not None and len(batch[LABEL]) != len(static[LABEL]):
-            run(batch)  # another batch size: not what was captured
+        static, size = self._graph_inputs, len(batch[LABEL])
+        self._largest_batch = max(self._largest_batch, size)
+        if size < self._largest_batch or (static is not None and size != len(static[LABEL])):
+            run(batch)  # a short batch: not what is (or will be) captured
         elif static is not None and self._graph_lrs == lrs:
             for key, value in static.items():
                 value.copy_(batch[key])
