@@ -286,3 +286,56 @@ def test_the_graph_ready_step_is_the_same_step():
     assert steps[0] == steps[1] == EPOCHS * 3 * 3  # 3 batches, 3 optimizer steps each
     assert packs[0].keys() == packs[1].keys()
     assert all(torch.equal(packs[0][k], packs[1][k]) for k in packs[0])
+
+
+class ReplayedCall:
+    """Stands in for a CUDA graph on a CPU: replay() runs the captured call on its inputs."""
+
+    def __init__(self, run, inputs) -> None:
+        self.run, self.inputs = run, inputs
+
+    def replay(self) -> None:
+        self.run(self.inputs)
+
+
+def test_capture_and_replay_bookkeeping_trains_as_the_eager_step():
+    """Warm-up, capture, replays with copied inputs, a recapture when the lr changes, and
+    eager short batches: the same weights as eager steps (a stand-in graph, on a CPU)."""
+    images, labels, groups = colored_data([0.02, 0.05])
+    settings = [(0, 0.01, 0.1), (1, 0.05, 0.2)]
+    states, captures = [], []
+    for cuda_graph in (False, True):
+        members = [
+            member(
+                s,
+                lam,
+                mu,
+                scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5),
+            )
+            for s, lam, mu in settings
+        ]
+        pack_ = PackedLNLModule(members, cuda_graph)
+        if cuda_graph:
+            pack_._graphs_available = lambda: True
+            pack_._on_side_stream = lambda run, batch: run(batch)
+
+            def capture(run, inputs):
+                captures.append(len(inputs["label"]))
+                return ReplayedCall(run, inputs)
+
+            pack_._capture = capture
+        pl.Trainer(
+            max_epochs=4,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            accelerator="cpu",
+            precision="64-true",
+        ).fit(pack_, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8))
+        states.append(pack_.state_dict())
+    # epoch 0: 2 warm-up steps and a short batch; epoch 1: warm-up, capture; epoch 2: the lr
+    # halves, so a new capture; the short last batch of each epoch never captured
+    assert captures == [BATCH_SIZE, BATCH_SIZE]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -182,10 +182,10 @@ class PackedLNLModule(pl.LightningModule):
         def run(inputs: dict[str, torch.Tensor]) -> None:
             self._step(inputs, *raw, backward=lambda loss: loss.backward())
 
-        if self.device.type != "cuda":
-            run(batch)
-        else:
+        if self._graphs_available():
             self._replay(batch, run, raw)
+        else:
+            run(batch)
         # what Lightning's optimizer wrappers count (trainer.global_step)
         for optimizer in [opt_main, opt_bias] + [opt_main] * self.unlearn:
             optimizer._on_before_step()
@@ -207,27 +207,42 @@ class PackedLNLModule(pl.LightningModule):
                 value.copy_(batch[key])
             self._graph.replay()
         elif self._graph_warmup > 0:
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
-                run(batch)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
+            self._on_side_stream(run, batch)
             self._graph_warmup -= 1
         else:
             self._graph = self._graph_inputs = None  # release the previous capture first
             inputs = {key: value.clone() for key, value in batch.items()}
-            graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph):
-                    run(inputs)
+                graph = self._capture(run, inputs)
             except RuntimeError as err:  # nothing ran while capturing: go on eagerly
                 log.warning("CUDA graph capture failed, training on without it: %s", err)
                 self.cuda_graph = False
-                self._step(batch, *optimizers, backward=lambda loss: loss.backward())
+                run(batch)
                 return
             self._graph, self._graph_inputs, self._graph_lrs = graph, inputs, lrs
             graph.replay()
             log.info("CUDA graph captured: the training step is replayed (learning rates %s)", lrs)
+
+    # the three device-specific parts, apart so that a CPU test can stand in for them
+    def _graphs_available(self) -> bool:
+        return self.device.type == "cuda"
+
+    def _on_side_stream(self, run: Callable[..., None], batch: dict[str, torch.Tensor]) -> None:
+        """An eager step on a side stream: the warm-up a capture needs."""
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            run(batch)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+
+    def _capture(
+        self, run: Callable[..., None], inputs: dict[str, torch.Tensor]
+    ) -> torch.cuda.CUDAGraph:
+        """Record ``run(inputs)`` into a CUDA graph (nothing runs until it is replayed)."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run(inputs)
+        return graph
 
     def _record(
         self,
