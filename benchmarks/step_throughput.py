@@ -86,8 +86,8 @@ def sgd(params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
-def nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
-    torch.manual_seed(0)
+def nets(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(seed)
     return (
         networks.mnist_feature_extractor().to(DEVICE),
         networks.mnist_label_head(10).to(DEVICE),
@@ -129,6 +129,11 @@ def bare_fused(batches: list[dict], lambda_: float = 0.01, mu: float = 0.1) -> f
 def lightning(batches: list[dict], **model_kwargs) -> float:
     f, g, h = nets()
     model = LNLModule(f, g, h, SPEC, optimizer=functools.partial(sgd), **model_kwargs)
+    return lightning_images_per_s(model, batches)
+
+
+def lightning_images_per_s(model: pl.LightningModule, batches: list[dict]) -> float:
+    """One epoch over ``batches`` in Lightning's loop: its train/images_per_s."""
     trainer = pl.Trainer(
         accelerator=DEVICE.type,
         devices=1,
@@ -155,15 +160,9 @@ VARIANTS: dict[str, Callable[[list[dict]], float]] = {
 
 def packed(batches: list[dict], members: int) -> float:
     """Images/s of one member of a pack of ``members`` official LNL runs (CUDA graph on a GPU)."""
-    modules = []
-    for k in range(members):
-        torch.manual_seed(k)
-        f, g, h = (
-            networks.mnist_feature_extractor(),
-            networks.mnist_label_head(10),
-            networks.PixelColorHead(),
-        )
-        modules.append(LNLModule(f, g, h, SPEC, optimizer=functools.partial(sgd)))
+    modules = [
+        LNLModule(*nets(seed=k), SPEC, optimizer=functools.partial(sgd)) for k in range(members)
+    ]
     model = PackedLNLModule(modules, cuda_graph=True)
     packed_batches = [
         {
@@ -174,19 +173,7 @@ def packed(batches: list[dict], members: int) -> float:
         }
         for b in batches
     ]
-    trainer = pl.Trainer(
-        accelerator=DEVICE.type,
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[TrainThroughput()],
-    )
-    trainer.fit(model, DataLoader(packed_batches, batch_size=None, collate_fn=pass_batch))
-    return float(trainer.callback_metrics["train/images_per_s"])
+    return lightning_images_per_s(model, packed_batches)
 
 
 def profile_official_step(batches: list[dict], path: str) -> None:

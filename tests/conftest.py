@@ -112,22 +112,28 @@ def experiment_overrides(mnist_dir, dogs_cats_dir, imdb_dir, image_csv_path):
     return overrides
 
 
+def quiet_trainer(**kwargs):
+    """A CPU Trainer without logger, checkpoints, progress bar, summary or validation."""
+    import pytorch_lightning as pl
+
+    settings = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "accelerator": "cpu",
+    }
+    return pl.Trainer(**{**settings, **kwargs})
+
+
 def fit_on_batches(module, batches: list[dict], **trainer_kwargs):
     """Fit ``module`` on these batches, in order, with a quiet CPU Trainer; return the Trainer."""
-    import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
     from lnl_lightning.data.colored_mnist import pass_batch
 
-    trainer = pl.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        **trainer_kwargs,
-    )
+    trainer = quiet_trainer(**trainer_kwargs)
     trainer.fit(module, DataLoader(batches, batch_size=None, collate_fn=pass_batch))
     return trainer

@@ -25,7 +25,7 @@ from lnl_lightning.models.lnl_module import LNLModule
 from lnl_lightning.models.packed_module import PackedLNLModule
 from lnl_lightning.models.packing import pack, pack_parameter_values, unpack_parameter_values
 
-from .conftest import fake_digits
+from .conftest import fake_digits, quiet_trainer
 
 SPEC = BiasSpec(
     num_classes=10,
@@ -63,18 +63,13 @@ def member(seed: int, lambda_: float, mu: float, **kwargs) -> LNLModule:
     )
 
 
-def fit(module: pl.LightningModule, loader: DeviceBatches) -> None:
-    pl.Trainer(
-        max_epochs=EPOCHS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        accelerator="cpu",
-        precision="64-true",
-    ).fit(module, train_dataloaders=loader)
+def fit(
+    module: pl.LightningModule, loader: DeviceBatches, epochs: int = EPOCHS, **kwargs
+) -> pl.Trainer:
+    """Train on ``loader`` in float64 (see the module docstring); return the Trainer."""
+    trainer = quiet_trainer(max_epochs=epochs, precision="64-true", **kwargs)
+    trainer.fit(module, train_dataloaders=loader)
+    return trainer
 
 
 def optimizer_state(module: LNLModule) -> dict[str, torch.Tensor]:
@@ -168,17 +163,8 @@ def test_warm_started_members_carry_their_own_momentum(tmp_path):
     sources = []
     for k, seed in enumerate((3, 4)):
         baseline = member(seed, 0.0, 0.0)
-        trainer = pl.Trainer(
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            accelerator="cpu",
-            precision="64-true",
-        )
         loader = DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False)
-        trainer.fit(baseline, train_dataloaders=loader)
+        trainer = fit(baseline, loader, epochs=1)
         path = tmp_path / f"baseline{k}.ckpt"
         trainer.save_checkpoint(path)
         sources.append(str(path))
@@ -271,15 +257,7 @@ def test_the_graph_ready_step_is_the_same_step():
     packs, steps = [], []
     for cuda_graph in (False, True):
         pack_ = PackedLNLModule([member(s, lam, mu) for s, lam, mu in settings], cuda_graph)
-        trainer = pl.Trainer(
-            max_epochs=EPOCHS,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            accelerator="cpu",
-        )
+        trainer = quiet_trainer(max_epochs=EPOCHS)  # float32: the two paths are the same ops
         trainer.fit(pack_, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8))
         packs.append(pack_.state_dict())
         steps.append(trainer.global_step)
@@ -324,16 +302,7 @@ def test_capture_and_replay_bookkeeping_trains_as_the_eager_step():
                 return ReplayedCall(run, inputs)
 
             pack_._capture = capture
-        pl.Trainer(
-            max_epochs=4,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            accelerator="cpu",
-            precision="64-true",
-        ).fit(pack_, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8))
+        fit(pack_, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8), 4)
         states.append(pack_.state_dict())
     # epoch 0: 2 warm-up steps and a short batch; epoch 1: warm-up, capture; epoch 2: the lr
     # halves, so a new capture; the short last batch of each epoch never captured

@@ -411,12 +411,22 @@ class LNLModule(pl.LightningModule):
     # ----------------------------------------------------------------- set-up
     def configure_optimizers(self) -> Any:
         main_params = [*self.feature_extractor.parameters(), *self.label_head.parameters()]
-        optimizers = [
-            self.optimizer_factory(main_params),
-            self.optimizer_factory(self.bias_head.parameters()),
-        ]
+        return self.make_optimizers(main_params, self.bias_head.parameters())
+
+    def make_optimizers(
+        self,
+        main_params: Iterable[nn.Parameter],
+        bias_params: Iterable[nn.Parameter],
+        load_warm_state: Callable[[torch.optim.Optimizer], None] | None = None,
+    ) -> Any:
+        """The f+g and h optimizers (and schedulers) from config, warm start applied.
+
+        ``load_warm_state`` puts the warm-start checkpoint's f+g state into the f+g
+        optimizer (default: :meth:`_load_warm_optimizer_state`; a pack packs its members').
+        """
+        optimizers = [self.optimizer_factory(main_params), self.optimizer_factory(bias_params)]
         if self._warm_optimizer_state is not None:
-            self._load_warm_optimizer_state(optimizers[0])
+            (load_warm_state or self._load_warm_optimizer_state)(optimizers[0])
         if self.init_from and self.warm_start_lr is not None:
             for optimizer in optimizers:
                 for group in optimizer.param_groups:

@@ -370,25 +370,11 @@ class PackedLNLModule(pl.LightningModule):
             self._summarise(name)
 
     # ----------------------------------------------------------------- set-up
-    def _main_modules(self, module: nn.Module | LNLModule) -> list[nn.Module]:
-        return [module.feature_extractor, module.label_head]
-
     def configure_optimizers(self) -> Any:
-        first = self.members[0]
         main = [*self.feature_extractor.parameters(), *self.label_head.parameters()]
-        optimizers = [
-            first.optimizer_factory(main),
-            first.optimizer_factory(self.bias_head.parameters()),
-        ]
-        if first._warm_optimizer_state is not None:
-            self._load_warm_optimizer_states(optimizers[0])
-        if first.init_from and first.warm_start_lr is not None:
-            for optimizer in optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] = first.warm_start_lr
-        if first.scheduler_factory is None:
-            return optimizers
-        return optimizers, [first.scheduler_factory(optimizer) for optimizer in optimizers]
+        return self.members[0].make_optimizers(
+            main, self.bias_head.parameters(), self._load_warm_optimizer_states
+        )
 
     def _load_warm_optimizer_states(self, optimizer: torch.optim.Optimizer) -> None:
         """Pack each member's saved f+g optimizer state (momentum buffers) into ``optimizer``."""
