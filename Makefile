@@ -13,6 +13,11 @@ SEEDS ?= 0 1 2
 SCRATCH ?= 0
 PACK ?= 0
 LNL_MODEL ?= lnl
+METHODS ?= baseline lnl blind_eye gray group_dro lff
+COMPARE_JOBS ?= $(shell nproc)
+COMPARE_NAME ?= $(EPOCHS)ep
+COMPARE_DIR ?= outputs/compare_$(COMPARE_NAME)
+COMPARE_REPORT ?= results/compare_colored_mnist_$(COMPARE_NAME)
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -30,7 +35,7 @@ REPRO_RUN = OMP_NUM_THREADS=$(REPRO_THREADS) $(PY) -m lnl_lightning $(REPRO_SWEE
 WARM_FROM = $(abspath $(REPRO_DIR))/baseline/cv$${data.color_var}_seed$${seed}/checkpoints/last.ckpt
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow train bench reproduce lint format clean
+.PHONY: help install test test-slow train bench reproduce compare lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -66,6 +71,16 @@ reproduce: $(STAMP) ## Colored MNIST: baseline, then LNL warm-started from it, p
 		hydra.sweep.dir=$(REPRO_DIR)/lnl_scratch $(ARGS) > $(REPRO_DIR)/lnl_scratch.log 2>&1;) \
 	wait
 	$(PY) -m lnl_lightning.report $(REPRO_DIR) --out $(REPORT_DIR)
+
+compare: $(STAMP) ## Colored MNIST: every method of METHODS from scratch, same data and recipe, per sigma^2 x seed; report (EPOCHS, COLOR_VARS, SEEDS, METHODS, COMPARE_JOBS)
+	@mkdir -p $(COMPARE_DIR)
+	@echo "$(METHODS): $(EPOCHS) epochs each, $(COMPARE_JOBS) at a time, one thread each; logs in $(COMPARE_DIR)/*.log"
+	printf '%s\n' $(METHODS) | xargs -P $(COMPARE_JOBS) -I{} sh -c 'case {} in lnl) e=colored_mnist;; *) e=colored_mnist_{};; esac; \
+		OMP_NUM_THREADS=1 $(PY) -m lnl_lightning -m experiment=$$e data.data_dir=$(DATA_DIR) \
+		data.color_var=$(call csv,$(COLOR_VARS)) seed=$(call csv,$(SEEDS)) trainer.max_epochs=$(EPOCHS) \
+		hydra.sweep.dir=$(COMPARE_DIR)/{} "hydra.sweep.subdir=cv\$${data.color_var}_seed\$${seed}" \
+		print_config=false $(ARGS) > $(COMPARE_DIR)/{}.log 2>&1 || echo "{} failed: see $(COMPARE_DIR)/{}.log"'
+	$(PY) -m lnl_lightning.report $(COMPARE_DIR) --out $(COMPARE_REPORT)
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check .

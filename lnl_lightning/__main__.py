@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lnl_lightning.config import CONFIG_MODULE, register_resolvers
+from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
 from lnl_lightning.files import ERROR_FILE, write_text_atomic
 
@@ -65,8 +65,6 @@ def main(cfg: DictConfig) -> float:
         return math.nan
     return value
 
-
-register_resolvers()
 
 if __name__ == "__main__":
     main()

@@ -36,7 +36,7 @@ from lnl_lightning.figures import save_group_matrix
 from lnl_lightning.files import METRICS_FILE, write_atomic, write_text_atomic
 from lnl_lightning.loggers import build_loggers, finish_loggers, log_group_matrix
 from lnl_lightning.models.packed_module import PackedLNLModule
-from lnl_lightning.train import build_networks, check_config, run_fields
+from lnl_lightning.train import build_model, check_config, run_fields
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,7 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
     members = []
     for cfg in cfgs:
         pl.seed_everything(cfg.seed)  # as its own run: the seed, then f, g, h
-        model = build(cfg.model, _partial_=True)(
-            **build_networks(cfg.net, spec), bias_spec=spec, test_names=datamodules[0].test_names
-        )
-        members.append(model)
+        members.append(build_model(cfg, spec, datamodules[0].test_names))
     datamodule = PackedDataModule(datamodules, member_data, [int(cfg.seed) for cfg in cfgs])
     perf = first.get("perf") or {}
     pack = PackedLNLModule(members, cuda_graph=bool(perf.get("cuda_graph", False)))

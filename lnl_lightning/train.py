@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -67,6 +68,20 @@ def build_networks(net_cfg: DictConfig, spec: BiasSpec) -> dict[str, Any]:
         "label_head": label_head,
         "bias_head": bias_head,
     }
+
+
+def build_model(cfg: DictConfig, spec: BiasSpec, test_names: tuple[str, ...]) -> Any:
+    """The method's module (``cfg.model``) over f, g, h from ``cfg.net``.
+
+    Call after seeding: f, g, h are drawn first, then whatever the method builds itself
+    (``make_networks`` builds more networks from the same ``net`` config, e.g. LfF's twin).
+    """
+    return build(cfg.model, _partial_=True)(
+        **build_networks(cfg.net, spec),
+        bias_spec=spec,
+        test_names=test_names,
+        make_networks=functools.partial(build_networks, cfg.net, spec),
+    )
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -162,10 +177,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build(cfg.data)
     pl.seed_everything(cfg.seed, workers=True)
-    networks = build_networks(cfg.net, datamodule.bias_spec)
-    model = build(cfg.model, _partial_=True)(
-        **networks, bias_spec=datamodule.bias_spec, test_names=datamodule.test_names
-    )
+    model = build_model(cfg, datamodule.bias_spec, datamodule.test_names)
     if without_validation(cfg) and cfg.callbacks.get("model_checkpoint") is not None:
         # nothing to select by: last.ckpt holds the last epoch's weights (the official protocol)
         cfg.callbacks.model_checkpoint = None

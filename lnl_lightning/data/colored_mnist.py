@@ -40,9 +40,11 @@ from lnl_lightning.data.contract import (
     BIAS_GROUP,
     BIAS_TARGET,
     IMAGE,
+    INDEX,
     LABEL,
     BiasSpec,
     color_bin_target,
+    to_grey,
 )
 from lnl_lightning.data.device_batches import DeviceBatches
 from lnl_lightning.data.sampling import ResumableLoader, run_seed
@@ -137,9 +139,11 @@ class ColoredImages(Dataset):
         groups: torch.Tensor,
         target_size: int,
         num_bins: int,
+        grayscale: bool = False,
     ) -> None:
         self.images, self.labels, self.groups = images, labels, groups
         self.target_size, self.num_bins = target_size, num_bins
+        self.grayscale = grayscale
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -147,11 +151,13 @@ class ColoredImages(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images[index]
+        image = images.float().div_(255.0)
         return {
-            IMAGE: images.float().div_(255.0),
+            IMAGE: to_grey(image) if self.grayscale else image,
             LABEL: self.labels[index],
-            BIAS_TARGET: color_bin_target(images, self.target_size, self.num_bins),
+            BIAS_TARGET: color_bin_target(images, self.target_size, self.num_bins),  # the colour
             BIAS_GROUP: self.groups[index],
+            INDEX: index,
         }
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -256,6 +262,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         on_device: keep the images on the training device and build each batch there
             (:class:`~.device_batches.DeviceBatches`): same batches, same order, no host
             work per step. One process only.
+        grayscale: the network sees each image as grey (its luminance on the three
+            channels): the "Gray" oracle of the paper's figure, with no colour to learn. The
+            bias target (h's colour bins) is still the image's colour.
     """
 
     def __init__(
@@ -275,6 +284,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         cache: bool = False,
         test_each_epoch: bool = False,
         on_device: bool = False,
+        grayscale: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(color_var, (int, float)) or not 0.0 < color_var <= 1.0:
@@ -310,6 +320,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self.cache = cache
         self.test_each_epoch = test_each_epoch
         self.on_device = on_device
+        self.grayscale = bool(grayscale)
         self.splits: dict[str, ColoredImages] = {}
         self.test_names = ("test",)
         self.bias_spec = BiasSpec(
@@ -335,8 +346,14 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
                 self._save_cache(tensors)
         for name, (images, labels, groups) in tensors.items():
             self.splits[name] = ColoredImages(
-                images, labels, groups, self.target_size, self.color_bins
+                images, labels, groups, self.target_size, self.color_bins, self.grayscale
             )
+
+    def train_label_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels and bias groups of the training split, by position (see the contract)."""
+        self.setup("fit")
+        train = self.splits["train"]
+        return train.labels, train.groups
 
     def generate(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Colour MNIST: ``{split: (uint8 images, labels, colour classes)}`` for train/val/test."""
@@ -408,6 +425,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             target_size=self.target_size,
             num_bins=self.color_bins,
             packed=False,
+            grayscale=self.grayscale,
         )
         return loader.to(trainer.strategy.root_device) if trainer is not None else loader
 

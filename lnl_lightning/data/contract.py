@@ -1,6 +1,6 @@
 """The one batch contract shared by every dataset and the LightningModule.
 
-Every dataloader yields a dict with four tensors:
+Every dataloader yields a dict with five tensors:
 
 - ``image``: float images ``(N, 3, H, W)``.
 - ``label``: the target class ``(N,)``, int64.
@@ -10,9 +10,14 @@ Every dataloader yields a dict with four tensors:
   class ``(N,)``.
 - ``bias_group``: one integer per image ``(N,)`` naming its bias attribute
   (colour class, dark/bright, age group), for the class x bias accuracy matrix.
+- ``index``: each image's position in its split ``(N,)``, int64, so that a method can
+  keep per-sample state (LfF's loss averages).
 
 A datamodule also describes its bias with a :class:`BiasSpec`, so that the
-module never has to know which dataset it is trained on.
+module never has to know which dataset it is trained on, and gives the training
+split's labels and bias groups by position (``train_label_groups()``, annotations
+only, no image is read), for methods that need group sizes (GroupDRO) or per-class
+statistics (LfF).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ IMAGE = "image"
 LABEL = "label"
 BIAS_TARGET = "bias_target"
 BIAS_GROUP = "bias_group"
+INDEX = "index"
 
 TARGET_KINDS = ("pixel", "image")
 """``BiasSpec.target_kind``: a per-pixel colour-bin map, or one bias class per image."""
@@ -77,6 +83,13 @@ class BiasSpec:
         if self.conflicting_cells is None:
             return ~self.aligned_mask()
         return self._mask(self.conflicting_cells)
+
+
+def to_grey(images: torch.Tensor) -> torch.Tensor:
+    """Float RGB images ``(..., 3, H, W)`` as luminance (ITU-R 601, as torchvision's
+    ``rgb_to_grayscale``) repeated on the three channels: the same network sees no colour."""
+    weights = images.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    return (images * weights).sum(-3, keepdim=True).expand_as(images).contiguous()
 
 
 def color_bin_target(

@@ -9,7 +9,7 @@ batch (float image, colour target) there with a few tensor operations.
 It serves one run (the batch contract of :mod:`.contract`) or a pack of K runs
 (:mod:`lnl_lightning.models.packing`): member k reads its own data in its own order, and
 the batch holds the members side by side: ``image (N, K*3, H, W)``, ``label (N, K)``,
-``bias_target (N, K, 3, h, w)``, ``bias_group (N, K)``.
+``bias_target (N, K, 3, h, w)``, ``bias_group (N, K)``, ``index (N, K)``.
 
 The order of member k in epoch e is that of :class:`~.sampling.ResumableSampler` with the
 member's seed (``randperm`` seeded ``seed + e``), so a run trains on the same batches, in
@@ -24,7 +24,15 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IMAGE, LABEL, color_bin_target
+from lnl_lightning.data.contract import (
+    BIAS_GROUP,
+    BIAS_TARGET,
+    IMAGE,
+    INDEX,
+    LABEL,
+    color_bin_target,
+    to_grey,
+)
 
 
 class MemberOrder:
@@ -60,6 +68,7 @@ class DeviceBatches:
         seeds: each member's run seed (shuffled order); None keeps the stored order.
         target_size, num_bins: the per-pixel colour target (:func:`color_bin_target`).
         packed: the packed contract above; False (one member): the ordinary contract.
+        grayscale: images as their luminance (``data.grayscale``); the target keeps the colour.
     """
 
     def __init__(
@@ -73,6 +82,7 @@ class DeviceBatches:
         target_size: int,
         num_bins: int,
         packed: bool = True,
+        grayscale: bool = False,
     ) -> None:
         if not packed and len(member_data) != 1:
             raise ValueError("the ordinary batch contract holds one member")
@@ -80,6 +90,7 @@ class DeviceBatches:
         self.member_data = torch.as_tensor(list(member_data), dtype=torch.long)
         self.batch_size = batch_size
         self.target_size, self.num_bins, self.packed = target_size, num_bins, packed
+        self.grayscale = grayscale
         self.sampler = MemberOrder(labels.shape[1], seeds, len(member_data))
         self.batch_sampler = None  # Lightning looks for one on every loader
         self.served = 0
@@ -112,17 +123,19 @@ class DeviceBatches:
         members, n = index.shape
         target = color_bin_target(images.flatten(0, 1), self.target_size, self.num_bins)
         target = target.view(members, n, *target.shape[1:])
+        image = images.float().div_(255.0)
         batch = {
-            IMAGE: images.float().div_(255.0),
+            IMAGE: to_grey(image) if self.grayscale else image,
             LABEL: self.labels[data, index],
             BIAS_TARGET: target,
             BIAS_GROUP: self.groups[data, index],
+            INDEX: index,
         }
         if not self.packed:
             return {key: value[0] for key, value in batch.items()}
         image = batch[IMAGE]
         batch[IMAGE] = image.transpose(0, 1).reshape(n, members * image.shape[2], *image.shape[3:])
-        for key in (LABEL, BIAS_TARGET, BIAS_GROUP):
+        for key in (LABEL, BIAS_TARGET, BIAS_GROUP, INDEX):
             batch[key] = batch[key].transpose(0, 1)
         return batch
 

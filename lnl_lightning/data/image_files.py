@@ -16,7 +16,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lnl_lightning.data.checks import check_loader_settings
-from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IMAGE, LABEL, color_bin_target
+from lnl_lightning.data.contract import (
+    BIAS_GROUP,
+    BIAS_TARGET,
+    IMAGE,
+    INDEX,
+    LABEL,
+    color_bin_target,
+)
 from lnl_lightning.data.sampling import ResumableLoader
 from lnl_lightning.errors import ConfigError, DataError
 
@@ -150,6 +157,7 @@ class ImageFileDataset(Dataset):
             LABEL: torch.tensor(int(self.records.labels[i])),
             BIAS_TARGET: bias_target,
             BIAS_GROUP: torch.tensor(int(self.records.groups[i])),
+            INDEX: torch.tensor(i),
         }
 
 
@@ -208,6 +216,14 @@ class ImageSplitsDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
+
+    def train_label_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels and bias groups of the training split, by position (see the contract)."""
+        self.setup("fit")
+        train = self.splits["train"]
+        return torch.as_tensor(train.labels, dtype=torch.long), torch.as_tensor(
+            train.groups, dtype=torch.long
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

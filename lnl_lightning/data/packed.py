@@ -81,6 +81,7 @@ class PackedDataModule(pl.LightningDataModule):
             seeds=self.seeds if split == "train" else None,
             target_size=first.target_size,
             num_bins=first.color_bins,
+            grayscale=first.grayscale,
         )
         return loader.to(self.trainer.strategy.root_device) if self.trainer else loader
 

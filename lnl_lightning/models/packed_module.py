@@ -66,6 +66,13 @@ class PackedLNLModule(pl.LightningModule):
         super().__init__()
         members = list(members)
         first = members[0]
+        for member in members:
+            if type(member) is not LNLModule:
+                raise ConfigError(
+                    f"packed runs hold LNL and baseline runs only (model=lnl, baseline); "
+                    f"{member.method} ({type(member).__name__}) trains alone: drop "
+                    f"hydra/launcher=packed or perf=fast"
+                )
         if any(m.step != "official" for m in members):
             raise ConfigError("packed runs train the official step only: model.step=official")
         if len({m.mu > 0 for m in members}) > 1:
@@ -373,7 +380,7 @@ class PackedLNLModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         main = [*self.feature_extractor.parameters(), *self.label_head.parameters()]
         return self.members[0].make_optimizers(
-            main, self.bias_head.parameters(), self._load_warm_optimizer_states
+            [main, list(self.bias_head.parameters())], self._load_warm_optimizer_states
         )
 
     def _load_warm_optimizer_states(self, optimizer: torch.optim.Optimizer) -> None:

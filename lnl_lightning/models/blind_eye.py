@@ -1,0 +1,65 @@
+"""Turning a Blind Eye (Alvi et al., ECCV Workshops 2018): a confusion loss, no reversal."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lnl_lightning.data.contract import IMAGE, LABEL
+from lnl_lightning.errors import ConfigError
+from lnl_lightning.models.base_module import DebiasModule
+from lnl_lightning.models.losses import uniform_cross_entropy
+
+
+class BlindEyeModule(DebiasModule):
+    """Alvi et al.'s bias removal, over the same f, g, h and recipe as LNL.
+
+    Each training step:
+
+    1. f and g step on ``CE(g(f(x)), label) + confusion_weight * CE(uniform, h(f(x)))``:
+       the confusion loss is the cross-entropy between the uniform distribution and h's
+       prediction, smallest when h cannot tell the bias classes apart; h is frozen here.
+    2. h steps on its bias loss on f's (detached) features: it keeps learning to predict
+       the bias, and no gradient flows back into f (no reversal, unlike LNL).
+
+    Args:
+        confusion_weight: alpha, the weight of the confusion loss in f and g's loss.
+        method: the run's label ("blind_eye").
+        The others: see :class:`~.base_module.DebiasModule`.
+    """
+
+    def __init__(
+        self, *args: Any, confusion_weight: float = 1.0, method: str = "blind_eye", **kwargs: Any
+    ) -> None:
+        if not 0 <= confusion_weight < math.inf:
+            raise ConfigError(
+                f"model.confusion_weight must be a finite number >= 0, got {confusion_weight}"
+            )
+        super().__init__(*args, method=method, **kwargs)
+        self.save_method_hyperparameters(confusion_weight=confusion_weight)
+        self.confusion_weight = float(confusion_weight)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt_main, opt_bias = self.optimizers()
+        # 1. f, g: the label, and h confused (h gets no gradient, hence no update, here)
+        self.toggle_optimizer(opt_main)
+        try:
+            features = self.feature_extractor(batch[IMAGE])
+            label_logits = self.label_head(features)
+            label_loss = F.cross_entropy(label_logits, batch[LABEL])
+            confusion = uniform_cross_entropy(self.bias_head(features))
+            opt_main.zero_grad()
+            self.backward_and_reduce(
+                label_loss + self.confusion_weight * confusion,
+                [self.feature_extractor, self.label_head],
+            )
+            opt_main.step()
+        finally:
+            self.untoggle_optimizer(opt_main)
+        self.log("train/confusion_loss", confusion.detach())
+        # 2. h: the bias, from f's features as they were in step 1
+        bias_loss = self.train_bias_probe(batch, features, opt_bias)
+        self.record_step(batch, batch_idx, label_loss, label_logits, bias_loss)
