@@ -13,7 +13,9 @@ SEEDS ?= 0 1 2
 SCRATCH ?= 0
 PACK ?= 0
 LNL_MODEL ?= lnl
-METHODS ?= baseline lnl blind_eye gray group_dro lff
+# The overrides that select method $$m: a model yaml, or Gray (the baseline on grey images).
+METHOD_SELECT = case $$m in gray) echo model=baseline data.grayscale=true model.method=gray;; \
+	*) echo model=$$m;; esac
 COMPARE_JOBS ?= $(shell nproc)
 COMPARE_NAME ?= $(EPOCHS)ep
 COMPARE_DIR ?= outputs/compare_$(COMPARE_NAME)
@@ -60,18 +62,22 @@ train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrid
 bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fused), bare loop
 	$(PY) benchmarks/step_throughput.py $(ARGS)
 
-reproduce: $(STAMP) ## Colored MNIST: baseline, then LNL warm-started from it, per sigma^2 x seed; report (EPOCHS, LNL_EPOCHS, COLOR_VARS, SEEDS, SCRATCH=1, PACK=1)
+reproduce: METHODS ?= $(LNL_MODEL)
+reproduce: $(STAMP) ## Colored MNIST: baseline, then each of METHODS (default lnl) warm-started from it, per sigma^2 x seed; report (EPOCHS, LNL_EPOCHS, COLOR_VARS, SEEDS, METHODS, SCRATCH=1, PACK=1)
 	@mkdir -p $(REPRO_DIR)
-	@echo "baseline ($(EPOCHS) epochs) then LNL warm-started ($(LNL_EPOCHS) epochs)$(if $(filter 1,$(SCRATCH)), beside LNL from scratch ($$(($(EPOCHS) + $(LNL_EPOCHS))) epochs)), $(REPRO_THREADS) thread(s) each; logs in $(REPRO_DIR)/*.log"
+	@echo "baseline ($(EPOCHS) epochs) then $(METHODS) warm-started ($(LNL_EPOCHS) epochs)$(if $(filter 1,$(SCRATCH)), beside LNL from scratch ($$(($(EPOCHS) + $(LNL_EPOCHS))) epochs)), $(REPRO_THREADS) thread(s) each; logs in $(REPRO_DIR)/*.log"
 	{ $(REPRO_RUN) model=baseline trainer.max_epochs=$(EPOCHS) hydra.sweep.dir=$(REPRO_DIR)/baseline \
 		$(ARGS) > $(REPRO_DIR)/baseline.log 2>&1; \
-	  $(REPRO_RUN) model=$(LNL_MODEL) trainer.max_epochs=$(LNL_EPOCHS) 'model.init_from=$(WARM_FROM)' \
-		hydra.sweep.dir=$(REPRO_DIR)/lnl_warm $(ARGS) > $(REPRO_DIR)/lnl_warm.log 2>&1; } & \
+	  for m in $(METHODS); do \
+	    $(REPRO_RUN) $$($(METHOD_SELECT)) trainer.max_epochs=$(LNL_EPOCHS) 'model.init_from=$(WARM_FROM)' \
+		hydra.sweep.dir=$(REPRO_DIR)/$${m}_warm $(ARGS) > $(REPRO_DIR)/$${m}_warm.log 2>&1; \
+	  done; } & \
 	$(if $(filter 1,$(SCRATCH)),$(REPRO_RUN) model=$(LNL_MODEL) trainer.max_epochs=$$(($(EPOCHS) + $(LNL_EPOCHS))) \
 		hydra.sweep.dir=$(REPRO_DIR)/lnl_scratch $(ARGS) > $(REPRO_DIR)/lnl_scratch.log 2>&1;) \
 	wait
 	$(PY) -m lnl_lightning.report $(REPRO_DIR) --out $(REPORT_DIR)
 
+compare: METHODS ?= baseline lnl blind_eye gray group_dro lff
 compare: $(STAMP) ## Colored MNIST: every method of METHODS from scratch, same data and recipe, per sigma^2 x seed; report (EPOCHS, COLOR_VARS, SEEDS, METHODS, COMPARE_JOBS)
 	@mkdir -p $(COMPARE_DIR)
 	@echo "$(METHODS): $(EPOCHS) epochs each, $(COMPARE_JOBS) at a time, one thread each; logs in $(COMPARE_DIR)/*.log"
@@ -80,7 +86,7 @@ compare: $(STAMP) ## Colored MNIST: every method of METHODS from scratch, same d
 		data.color_var=$(call csv,$(COLOR_VARS)) seed=$(call csv,$(SEEDS)) trainer.max_epochs=$(EPOCHS) \
 		hydra.sweep.dir=$(COMPARE_DIR)/{} "hydra.sweep.subdir=cv\$${data.color_var}_seed\$${seed}" \
 		print_config=false $(ARGS) > $(COMPARE_DIR)/{}.log 2>&1 || echo "{} failed: see $(COMPARE_DIR)/{}.log"'
-	$(PY) -m lnl_lightning.report $(COMPARE_DIR) --out $(COMPARE_REPORT)
+	$(PY) -m lnl_lightning.report $(COMPARE_DIR) --out $(COMPARE_REPORT) --methods $(METHODS)
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check .

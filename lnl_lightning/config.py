@@ -1,12 +1,14 @@
-"""Config helpers: instantiation with clear errors."""
+"""Config helpers: instantiation with clear errors, and the typed schemas of the groups."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from lnl_lightning.errors import ConfigError, DataError
 
@@ -22,3 +24,88 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, (ConfigError, DataError)):
             raise cause from None
         raise
+
+
+# --------------------------------------------------------------------------- schemas
+# Typed schemas of the config groups (Hydra's structured configs): a value of the wrong type
+# (``trainer.max_epochs=abc``) is refused while the config is composed, with the key named.
+# Each yaml of a group lists its schema first in its defaults; keys a schema does not list
+# can still be added (``+trainer.gradient_clip_val=1``).
+
+
+@dataclass
+class TrainerSchema:
+    """The ``trainer`` group: the Lightning Trainer's arguments the configs set."""
+
+    _target_: str = "pytorch_lightning.Trainer"
+    default_root_dir: str = MISSING
+    max_epochs: int = 100
+    accelerator: str = "auto"
+    devices: Any = 1  # a count, a list of ids, -1 or "auto"
+    num_nodes: int = 1
+    precision: Any = "32-true"  # "32-true", "64-true", "bf16-mixed", 16, ...
+    strategy: Any = "auto"
+    sync_batchnorm: bool = False
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 50
+    deterministic: Any = False  # true, false or "warn"
+    enable_progress_bar: bool = True
+    limit_train_batches: Any = 1.0  # a fraction (float) or a number of batches (int)
+    limit_val_batches: Any = 1.0
+    limit_test_batches: Any = 1.0
+
+
+@dataclass
+class ColoredMNISTSchema:
+    """The ``data=colored_mnist`` group (see ``ColoredMNISTDataModule`` for the meanings)."""
+
+    _target_: str = "lnl_lightning.data.colored_mnist.ColoredMNISTDataModule"
+    data_dir: str = MISSING
+    color_var: float = 0.02
+    protocol: str = "variance"
+    rho: float = 0.99
+    batch_size: int = 128
+    val_fraction: float = 0.1
+    seed: int = 0
+    palette: Any = "paper"  # "paper" or 10 [r, g, b] triples
+    color_bins: int = 8
+    target_size: int = 14
+    num_workers: int = 0
+    download: bool = True
+    cache: bool = False
+    test_each_epoch: bool = True
+    on_device: bool = False
+    grayscale: bool = False
+
+
+@dataclass
+class TrainSchema:
+    """Top-level keys of ``train.yaml`` (the groups are typed by their own schemas)."""
+
+    task_name: str = "train"
+    tags: list[str] = field(default_factory=list)
+    method: str = MISSING
+    seed: int = 0
+    ckpt_path: str | None = None
+    test_ckpt: str = "last"
+    print_config: bool = True
+    optimized_metric: str = "val/acc"
+    data: Any = MISSING
+    net: Any = MISSING
+    model: Any = MISSING
+    trainer: Any = MISSING
+    callbacks: Any = None
+    logger: Any = None
+    paths: Any = MISSING
+    perf: Any = None
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (safe to call more than once)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainSchema)
+    store.store(group="trainer", name="schema", node=TrainerSchema)
+    store.store(group="data", name="colored_mnist_schema", node=ColoredMNISTSchema)
+
+
+register_configs()

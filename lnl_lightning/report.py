@@ -13,8 +13,10 @@ failed jobs listed) and PNG plots:
   ``data.test_each_epoch``), mean over seeds per configuration; a run warm-started from
   another (``model.init_from``) continues that run's epoch count.
 
-A run is identified by its method, weights, data settings, how it started (``scratch`` or
-``warm`` from another run's checkpoint) and its number of epochs.
+A run is identified by its method, weights, the method's own settings (``model.*`` keys
+beyond the shared recipe, e.g. BlindEye's ``confusion_weight``), data settings, how it
+started (``scratch`` or ``warm`` from another run's checkpoint) and its number of epochs.
+``--methods`` keeps only the runs of the methods named.
 """
 
 from __future__ import annotations
@@ -54,6 +56,24 @@ PUBLISHED_COLORED_MNIST = {
         0.045: 0.7973,
         0.050: 0.8450,
     },
+    "blind_eye": {
+        0.020: 0.6741,
+        0.025: 0.7123,
+        0.030: 0.7883,
+        0.035: 0.8203,
+        0.040: 0.8638,
+        0.045: 0.8927,
+        0.050: 0.9159,
+    },
+    "gray": {
+        0.020: 0.8374,
+        0.025: 0.8751,
+        0.030: 0.8996,
+        0.035: 0.9166,
+        0.040: 0.9325,
+        0.045: 0.9472,
+        0.050: 0.9596,
+    },
     "lnl": {
         0.020: 0.8185,
         0.025: 0.8854,
@@ -81,15 +101,42 @@ KEY_FIELDS = (
     "rho",
     "train_split",
     "task",
+    "settings",
     "start",
     "epochs",
 )
-METHOD_STYLE = {"baseline": ("tab:gray", "o"), "lnl": ("tab:blue", "s")}
+# model.* keys that are not a method's own settings: the shared recipe, and what has a column
+NOT_SETTINGS = {
+    "_target_",
+    "method",
+    "lambda_",
+    "mu",
+    "step",
+    "optimizer",
+    "scheduler",
+    "init_from",
+    "warm_start_lr",
+}
+METHOD_STYLE = {
+    "baseline": ("tab:gray", "o"),
+    "lnl": ("tab:blue", "s"),
+    "blind_eye": ("tab:orange", "v"),
+    "gray": ("tab:green", "D"),
+    "group_dro": ("tab:purple", "^"),
+    "lff": ("tab:red", "P"),
+}
+METHOD_LABELS = {
+    "lnl": "LNL",
+    "blind_eye": "BlindEye",
+    "gray": "Gray",
+    "group_dro": "GroupDRO",
+    "lff": "LfF",
+}
 
 
 def method_label(method: str) -> str:
-    """How tables and legends name a method: "LNL" for lnl, any other name as it is."""
-    return "LNL" if method == "lnl" else method
+    """How tables and legends name a method ("LNL" for lnl); an unknown one as it is."""
+    return METHOD_LABELS.get(method, method)
 
 
 @dataclass
@@ -126,6 +173,8 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         return OmegaConf.select(config, key, default=None) if config is not None else None
 
     rebias = get("data.protocol") == "rebias"
+    model = get("model")
+    own = {k: v for k, v in (model or {}).items() if k not in NOT_SETTINGS}
     return {
         "task_name": summary.get("task_name") or get("task_name"),
         "method": summary.get("method") or get("method"),
@@ -136,6 +185,7 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         "rho": get("data.rho") if rebias else None,
         "train_split": get("data.train_split"),
         "task": get("data.task"),
+        "settings": " ".join(f"{k}={v}" for k, v in sorted(own.items())) or None,
         "start": "warm" if get("model.init_from") else "scratch",
         "epochs": summary.get("epochs"),
         "seed": get("seed"),
@@ -363,12 +413,14 @@ def plot_vs_color_var(rows: list[Row], path: Path) -> str | None:
         if key == "lnl" and (row.fields["lambda"], row.fields["mu"]) != (0.01, 0.1):
             key = f"lnl λ={row.fields['lambda']} μ={row.fields['mu']}"
         by_method[key].append(row)
-    others = iter(plt.cm.tab10.colors[1:7])  # leave blue and grey to the two methods
+    others = iter(plt.cm.tab10.colors[6:])  # colours the known methods do not use
     for method, group in sorted(by_method.items()):
         color, marker = METHOD_STYLE.get(method) or (next(others, None), "^")
         name = f"{method_label(method)} (this repo)" if method in METHOD_STYLE else method
         _errorbar(ax, group, "color_var", "test/acc", marker=marker, color=color, label=name)
     for method, values in PUBLISHED_COLORED_MNIST.items():
+        if by_method and method not in by_method:
+            continue  # published rows of the methods this report holds
         color, marker = METHOD_STYLE[method]
         ax.plot(
             list(values),
@@ -519,9 +571,11 @@ def plot_curves(series: CurveSeries, path: Path) -> str | None:
     return None
 
 
-def write_report(roots: Path | Sequence[Path], out: Path | None = None) -> Path:
+def write_report(
+    roots: Path | Sequence[Path], out: Path | None = None, methods: Sequence[str] | None = None
+) -> Path:
     """Collect the runs below ``roots`` and write report.md and the plots into ``out``
-    (default: the first root)."""
+    (default: the first root); with ``methods``, only the runs of those methods."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     out = out or roots[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -530,6 +584,8 @@ def write_report(roots: Path | Sequence[Path], out: Path | None = None) -> Path:
         found, unfinished = collect(root)
         runs += found
         incomplete += unfinished
+    if methods:
+        runs = [run for run in runs if run.fields["method"] in methods]
     rows = summarize(runs)
     plots = {
         "acc_vs_lambda.png": plot_vs_lambda(
@@ -570,12 +626,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write (default: the first folder)"
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="report only these methods (their labels: baseline lnl blind_eye gray ...)",
+    )
     args = parser.parse_args(argv)
     for folder in args.folders:
         if not folder.is_dir():
             parser.error(f"{folder} is not a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = write_report(args.folders, args.out)
+    path = write_report(args.folders, args.out, args.methods)
     print(f"wrote {path}")
 
 

@@ -15,8 +15,8 @@ from lnl_lightning.config import CONFIG_MODULE, build
 from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.loggers import build_loggers
-from lnl_lightning.models.lnl_module import LNLModule
-from lnl_lightning.train import build_networks
+from lnl_lightning.models.base_module import DebiasModule
+from lnl_lightning.train import build_model, build_networks
 
 EXPERIMENTS = sorted(
     p.name.removesuffix(".yaml")
@@ -34,6 +34,10 @@ def test_experiments_are_found():
     assert set(EXPERIMENTS) == {
         "colored_mnist",
         "colored_mnist_baseline",
+        "colored_mnist_blind_eye",
+        "colored_mnist_gray",
+        "colored_mnist_group_dro",
+        "colored_mnist_lff",
         "dogs_cats",
         "dogs_cats_baseline",
         "imdb_face",
@@ -52,14 +56,15 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path, experiment_o
     nets = build_networks(cfg.net, datamodule.bias_spec)
     assert set(nets) == {"feature_extractor", "label_head", "bias_head"}
     assert all(isinstance(n, nn.Module) for n in nets.values())
-    model = build(cfg.model, _partial_=True)(
-        **nets, bias_spec=datamodule.bias_spec, test_names=datamodule.test_names
-    )
-    assert isinstance(model, LNLModule)
+    model = build_model(cfg, datamodule.bias_spec, datamodule.test_names)
+    assert isinstance(model, DebiasModule)
+    assert model.method == cfg.method == cfg.model.method
     callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
     trainer = build(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg))
     assert isinstance(trainer, pl.Trainer)
-    assert cfg.method == ("baseline" if experiment.endswith("baseline") else "lnl")
+    named = experiment.removeprefix("colored_mnist").removeprefix("_")
+    expected = named if named in {"blind_eye", "gray", "group_dro", "lff"} else None
+    assert cfg.method == (expected or ("baseline" if experiment.endswith("baseline") else "lnl"))
 
 
 def test_baseline_is_lnl_with_zero_weights(tmp_path):
@@ -172,3 +177,35 @@ def test_a_bias_head_that_does_not_fit_the_data_is_refused_naming_nets_that_do(
     with pytest.raises(ConfigError, match=advice) as err:
         build_networks(cfg.net, datamodule.bias_spec)
     assert "net.bias_head" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("trainer.max_epochs=abc", "trainer.max_epochs", "Integer"),
+        ("data.color_var=red", "data.color_var", "Float"),
+        ("data.batch_size=1.5", "data.batch_size", "Integer"),
+        ("seed=zero", "seed", "Integer"),
+        ("print_config=maybe", "print_config", "not a valid bool"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_while_composing_with_its_key(
+    override, key, expected, tmp_path
+):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train([override], tmp_path)
+    text = f"{err.value} {err.value.__cause__}"
+    assert f"full_key: {key}" in text and expected in text
+
+
+def test_keys_beyond_the_schema_can_still_be_added(tmp_path):
+    cfg = compose_train(["+trainer.gradient_clip_val=1.0", "trainer.max_epochs=3"], tmp_path)
+    assert cfg.trainer.gradient_clip_val == 1.0 and cfg.trainer.max_epochs == 3
+
+
+@pytest.mark.parametrize("model", ["lnl", "baseline", "blind_eye", "group_dro", "lff"])
+def test_each_model_yaml_names_its_method(model, tmp_path):
+    cfg = compose_train([f"model={model}"], tmp_path)
+    assert cfg.method == cfg.model.method == model
+    # every method trains with the same recipe
+    assert cfg.model.optimizer == compose_train(["model=lnl"], tmp_path).model.optimizer

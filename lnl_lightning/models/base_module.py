@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -72,6 +73,13 @@ def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def check_weight(key: str, value: Any) -> float:
+    """A method's weight or step size: a finite number >= 0, else an error naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigError(f"model.{key} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 class DebiasModule(pl.LightningModule):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from lnl_lightning.data.contract import IMAGE, LABEL
-from lnl_lightning.errors import ConfigError
-from lnl_lightning.models.base_module import DebiasModule
+from lnl_lightning.models.base_module import DebiasModule, check_weight
 from lnl_lightning.models.losses import uniform_cross_entropy
 
 
@@ -34,10 +32,7 @@ class BlindEyeModule(DebiasModule):
     def __init__(
         self, *args: Any, confusion_weight: float = 1.0, method: str = "blind_eye", **kwargs: Any
     ) -> None:
-        if not 0 <= confusion_weight < math.inf:
-            raise ConfigError(
-                f"model.confusion_weight must be a finite number >= 0, got {confusion_weight}"
-            )
+        confusion_weight = check_weight("confusion_weight", confusion_weight)
         super().__init__(*args, method=method, **kwargs)
         self.save_method_hyperparameters(confusion_weight=confusion_weight)
         self.confusion_weight = float(confusion_weight)

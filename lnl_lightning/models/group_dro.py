@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -10,7 +9,7 @@ import torch.nn.functional as F
 
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.models.base_module import DebiasModule
+from lnl_lightning.models.base_module import DebiasModule, check_weight
 
 
 class GroupDROModule(DebiasModule):
@@ -44,9 +43,8 @@ class GroupDROModule(DebiasModule):
         method: str = "group_dro",
         **kwargs: Any,
     ) -> None:
-        for key, value in (("step_size", step_size), ("group_adjustment", group_adjustment)):
-            if not 0 <= value < math.inf:
-                raise ConfigError(f"model.{key} must be a finite number >= 0, got {value}")
+        step_size = check_weight("step_size", step_size)
+        group_adjustment = check_weight("group_adjustment", group_adjustment)
         super().__init__(*args, method=method, **kwargs)
         self.save_method_hyperparameters(step_size=step_size, group_adjustment=group_adjustment)
         self.step_size = float(step_size)

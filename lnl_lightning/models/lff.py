@@ -50,9 +50,9 @@ class LfFModule(DebiasModule):
         make_networks: NetworkFactory | None = None,
         **kwargs: Any,
     ) -> None:
-        if not 0 < q <= 1:
+        if not isinstance(q, (int, float)) or not 0 < q <= 1:
             raise ConfigError(f"model.q must be in (0, 1], got {q}")
-        if not 0 <= ema < 1:
+        if not isinstance(ema, (int, float)) or not 0 <= ema < 1:
             raise ConfigError(f"model.ema must be in [0, 1), got {ema}")
         if make_networks is None:
             raise ConfigError("model=lff builds a biased twin of f and g: give make_networks")

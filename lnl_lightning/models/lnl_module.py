@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from lnl_lightning.models.base_module import (
     NetworkFactory,
     OptimizerFactory,
     SchedulerFactory,
+    check_weight,
     rng_states,
     set_rng_states,
 )
@@ -83,9 +83,7 @@ class LNLModule(DebiasModule):
         method: str = "lnl",
         make_networks: NetworkFactory | None = None,
     ) -> None:
-        for key, value in (("lambda_", lambda_), ("mu", mu)):
-            if not 0 <= value < math.inf:  # also refuses NaN
-                raise ConfigError(f"model.{key} must be a finite number >= 0, got {value}")
+        lambda_, mu = check_weight("lambda_", lambda_), check_weight("mu", mu)
         if step not in STEPS:
             raise ConfigError(f"model.step must be one of {STEPS}, got '{step}'")
         super().__init__(

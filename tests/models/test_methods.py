@@ -18,7 +18,7 @@ from lnl_lightning.models.group_dro import GroupDROModule
 from lnl_lightning.models.lff import LfFModule, generalized_cross_entropy
 from lnl_lightning.models.losses import bias_cross_entropy, uniform_cross_entropy
 
-from ..conftest import fit_on_batches, random_batch
+from ..helpers.fixtures import fit_on_batches, random_batch
 
 SPEC = BiasSpec(
     num_classes=10,

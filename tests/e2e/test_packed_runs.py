@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.packed_train import check_pack, pack_key
 
-from .test_cli import run_ok
-from .wandb_records import read_run
+from ..helpers.cli import run_ok
+from ..helpers.wandb_records import read_run
 
 # float64: packed and single runs then agree to the last digit that matters (tests/test_packing.py)
 COMMON = (

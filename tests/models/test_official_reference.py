@@ -20,8 +20,8 @@ from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL, BiasSpec
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule
 
-from . import official_reference as official
-from .conftest import fake_digits, fit_on_batches
+from ..helpers import official_reference as official
+from ..helpers.fixtures import fake_digits, fit_on_batches
 
 SPEC = BiasSpec(
     num_classes=10,

@@ -16,6 +16,7 @@ from lnl_lightning.data.contract import (
     BIAS_TARGET,
     IGNORE_INDEX,
     IMAGE,
+    INDEX,
     LABEL,
     color_bin_target,
 )
@@ -107,7 +108,14 @@ def test_batches_follow_the_contract(mnist_dir):
     dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), batch_size=32)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {IMAGE, LABEL, BIAS_TARGET, BIAS_GROUP}
+    assert set(batch) == {IMAGE, LABEL, BIAS_TARGET, BIAS_GROUP, INDEX}
+    # index: each image's position in the training split, the key of per-sample state
+    train = dm.splits["train"]
+    assert len(set(batch[INDEX].tolist())) == 32
+    assert torch.equal(batch[IMAGE], train.images[batch[INDEX]].float() / 255)
+    assert torch.equal(batch[LABEL], train.labels[batch[INDEX]])
+    labels, groups = dm.train_label_groups()
+    assert torch.equal(labels, train.labels) and torch.equal(groups, train.groups)
     assert batch[IMAGE].shape == (32, 3, 28, 28) and batch[IMAGE].dtype == torch.float32
     assert batch[IMAGE].min() >= 0.0 and batch[IMAGE].max() <= 1.0
     assert batch[LABEL].shape == (32,) and batch[LABEL].dtype == torch.int64
@@ -115,6 +123,21 @@ def test_batches_follow_the_contract(mnist_dir):
     assert batch[BIAS_GROUP].shape == (32,)
     values = batch[BIAS_TARGET].unique().tolist()
     assert IGNORE_INDEX in values and all(v == IGNORE_INDEX or 0 <= v < 8 for v in values)
+
+
+def test_grayscale_shows_the_luminance_and_keeps_the_colour_target(mnist_dir):
+    colour = ColoredMNISTDataModule(data_dir=str(mnist_dir), batch_size=16, seed=3)
+    grey = ColoredMNISTDataModule(data_dir=str(mnist_dir), batch_size=16, seed=3, grayscale=True)
+    colour.setup()
+    grey.setup()
+    a, b = next(iter(colour.test_dataloader())), next(iter(grey.test_dataloader()))
+    r, g, bl = a[IMAGE].unbind(1)
+    luminance = 0.299 * r + 0.587 * g + 0.114 * bl
+    for channel in b[IMAGE].unbind(1):  # the same grey on the three channels
+        torch.testing.assert_close(channel, luminance)
+    assert not torch.equal(a[IMAGE][:, 0], a[IMAGE][:, 1])  # the colour images are coloured
+    assert torch.equal(a[BIAS_TARGET], b[BIAS_TARGET])  # h still learns the colour
+    assert torch.equal(a[LABEL], b[LABEL])
 
 
 def test_color_bin_target_matches_the_official_recipe():
@@ -180,7 +203,7 @@ def test_failed_download_gives_the_same_guidance(tmp_path, monkeypatch):
 
 
 def test_a_truncated_mnist_file_is_named_with_what_to_do(tmp_path):
-    from .conftest import make_mnist
+    from ..helpers.fixtures import make_mnist
 
     raw = make_mnist(tmp_path, num_train=50, num_test=20) / "MNIST" / "raw"
     images = raw / "train-images-idx3-ubyte"

@@ -1,6 +1,6 @@
 """Train a few LNL steps on fixed batches with 1 or N CPU processes; save every rank's weights.
 
-    python tests/ddp_equivalence.py --devices 2 --out DIR
+    python tests/helpers/ddp_equivalence.py --devices 2 --out DIR
 
 With N processes, a DistributedSampler without shuffling gives rank r the batches
 r, r+N, ...; the 1-process run gets, at each step, those N batches concatenated: the same
@@ -22,13 +22,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl_lightning.data.colored_mnist import pass_batch  # noqa: E402
 from lnl_lightning.data.contract import BiasSpec  # noqa: E402
 from lnl_lightning.models.lnl_module import LNLModule  # noqa: E402
-from tests.conftest import random_batch  # noqa: E402
-from tests.ddp_helpers import SaveWeightsPerRank  # noqa: E402
+from tests.helpers.ddp import SaveWeightsPerRank  # noqa: E402
+from tests.helpers.fixtures import random_batch  # noqa: E402
 
 STEPS, LOCAL_BATCH, WORLD = 3, 4, 2
 

@@ -14,7 +14,7 @@ from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
 
-from .conftest import fit_on_batches, random_batch
+from ..helpers.fixtures import fit_on_batches, random_batch
 
 SPEC = BiasSpec(
     num_classes=10,

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_module
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.report import collect, summarize, write_report
 
-from .test_cli import REPO, run_ok
-from .wandb_records import read_run
+from ..helpers.cli import REPO, run_ok
+from ..helpers.wandb_records import read_run
 
 SWEEPS = sorted(
     p.name.removesuffix(".yaml")
@@ -134,6 +134,42 @@ def test_report_averages_over_seeds_and_lists_unfinished_jobs(tmp_path):
     assert "| σ² | 0.02 | 0.025 | 0.03 | 0.035 | 0.04 | 0.045 | 0.05 |" in comparison
     assert "| LNL | – | – | 0.7500 ± 0.0707 (2) |" in comparison  # official weights only
     assert "| LNL (published) | 0.8185 | 0.8854 | 0.9137 |" in comparison
+
+
+def test_report_shows_every_method_beside_the_four_published_rows(tmp_path):
+    methods = ["baseline", "lnl", "blind_eye", "gray", "group_dro", "lff"]
+    for i, method in enumerate(methods):
+        lambda_ = 0.01 if method == "lnl" else 0.0
+        write_run(
+            tmp_path / method / "0", method, lambda_, 0, 0.1 * (i + 1), data={"color_var": 0.02}
+        )
+    text = write_report(tmp_path).read_text()
+    comparison = text.split("against the published numbers")[1].split("## Plots")[0]
+    for name, acc in (("baseline", 0.1), ("LNL", 0.2), ("BlindEye", 0.3), ("Gray", 0.4)):
+        assert f"| {name} | {acc:.4f} ± 0.0000 (1) |" in comparison, name
+    assert "| GroupDRO | 0.5000 ± 0.0000 (1) |" in comparison
+    assert "| LfF | 0.6000 ± 0.0000 (1) |" in comparison
+    assert "| BlindEye (published) | 0.6741 |" in comparison
+    assert "| Gray (published) | 0.8374 |" in comparison
+    # --methods: only those
+    from lnl_lightning.report import main
+
+    main([str(tmp_path), "--out", str(tmp_path / "two"), "--methods", "gray", "lff"])
+    table = (tmp_path / "two" / "report.md").read_text().split("## Colored MNIST")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| study")]
+    assert len(rows) == 2 and "| gray |" in rows[0] and "| lff |" in rows[1]
+
+
+def test_report_keeps_apart_runs_of_other_method_settings(tmp_path):
+    for weight, acc in ((0.5, 0.3), (1.0, 0.7)):
+        folder = tmp_path / str(weight)
+        write_run(folder, "blind_eye", 0.0, 0, acc)
+        config = yaml.safe_load((folder / "config_resolved.yaml").read_text())
+        config["model"] = {"confusion_weight": weight, "optimizer": {"lr": 0.01}}
+        (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    rows = summarize(collect(tmp_path)[0])
+    assert [r.fields["settings"] for r in rows] == ["confusion_weight=0.5", "confusion_weight=1.0"]
+    assert [r.mean("test/acc") for r in rows] == [0.3, 0.7]
 
 
 def test_report_sets_the_rebias_protocol_against_its_published_numbers(tmp_path):

@@ -7,13 +7,20 @@ import pytest
 import torch
 
 from lnl_lightning.data import dogs_cats as dogs_cats_module
-from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL
+from lnl_lightning.data.contract import (
+    BIAS_GROUP,
+    BIAS_TARGET,
+    IGNORE_INDEX,
+    IMAGE,
+    INDEX,
+    LABEL,
+)
 from lnl_lightning.data.dogs_cats import DogsCatsDataModule
 from lnl_lightning.data.image_csv import ImageCSVDataModule
 from lnl_lightning.data.imdb_face import IMDBFaceDataModule, age_bin, birth_year
 from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
-from .fixtures_images import datenum, make_dogs_cats, make_image_csv, make_imdb
+from ..helpers.images import datenum, make_dogs_cats, make_image_csv, make_imdb
 
 SMALL = {"image_size": 32, "batch_size": 8, "num_workers": 0}
 
@@ -55,6 +62,12 @@ def test_dogs_cats_batch_contract_and_colour_target(dogs_cats_dir):
     if dark.any() and (~dark).any():
         assert mean_bin[dark].max() < mean_bin[~dark].min()
     assert set(batch[LABEL].tolist()) <= {0, 1}
+    # index: each image's position in its split
+    records = dm.splits[dm.test_names[0]]
+    assert batch[LABEL].tolist() == [int(records.labels[i]) for i in batch[INDEX]]
+    labels, groups = dm.train_label_groups()
+    assert labels.tolist() == dm.splits["train"].labels.tolist()
+    assert groups.tolist() == dm.splits["train"].groups.tolist()
 
 
 def test_dogs_cats_luminance_split_is_cached(dogs_cats_dir, tmp_path):

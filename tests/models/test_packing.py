@@ -25,7 +25,7 @@ from lnl_lightning.models.lnl_module import LNLModule
 from lnl_lightning.models.packed_module import PackedLNLModule
 from lnl_lightning.models.packing import pack, pack_parameter_values, unpack_parameter_values
 
-from .conftest import fake_digits, quiet_trainer
+from ..helpers.fixtures import fake_digits, quiet_trainer
 
 SPEC = BiasSpec(
     num_classes=10,

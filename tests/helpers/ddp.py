@@ -1,4 +1,4 @@
-"""Helpers the DDP tests load into their training processes (importable as tests.ddp_helpers)."""
+"""Helpers the DDP tests load into their training processes (importable as tests.helpers.ddp)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A callback that signals its own process at a chosen training batch: a kill at a known point.
 
-Used through the CLI: ``+callbacks.kill._target_=tests.signal_callback.SignalAtBatch``.
+Used through the CLI: ``+callbacks.kill._target_=tests.helpers.signal_callback.SignalAtBatch``.
 """
 
 from __future__ import annotations

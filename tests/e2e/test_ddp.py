@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_module
 
 from lnl_lightning.config import CONFIG_MODULE
 
-from .test_cli import run_ok
+from ..helpers.cli import run_ok
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_process_cli_run_writes_one_folder_and_keeps_ranks_identical(tmp_path, mnist_dir):
@@ -29,7 +29,7 @@ def test_two_process_cli_run_writes_one_folder_and_keeps_ranks_identical(tmp_pat
         f"data.data_dir={mnist_dir}",
         "data.batch_size=16",
         f"hydra.run.dir={run_dir}",
-        "+callbacks.save_weights._target_=tests.ddp_helpers.SaveWeightsPerRank",
+        "+callbacks.save_weights._target_=tests.helpers.ddp.SaveWeightsPerRank",
         f"+callbacks.save_weights.out_dir={weights}",
         cwd=tmp_path,
         PYTHONPATH=str(ROOT),
@@ -58,7 +58,7 @@ def test_one_and_two_processes_give_the_same_weights(tmp_path):
         subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "tests" / "ddp_equivalence.py"),
+                str(ROOT / "tests" / "helpers" / "ddp_equivalence.py"),
                 "--devices",
                 str(devices),
                 "--out",
@@ -124,7 +124,7 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path, mnist_dir):
 
 
 def test_ddp_spawn_with_the_csv_logger_is_refused_at_start(tmp_path, mnist_dir):
-    from .test_cli import run_cli
+    from ..helpers.cli import run_cli
 
     result = run_cli(
         "trainer=ddp_spawn",

@@ -4,45 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]  # runs can import tests.signal_callback
-METRIC_KEYS = {
-    "test/acc",
-    "test/acc_aligned",
-    "test/acc_conflicting",
-    "test/acc_unbiased",
-    "test/bias_acc",
-    "val/acc",
-    "val/acc_aligned",
-    "val/acc_unbiased",
-    "val/bias_acc",
-}
-
-
-def run_cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **env_vars}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env = {k: v for k, v in env.items() if v is not None}
-    return subprocess.run(
-        [sys.executable, "-m", "lnl_lightning", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def run_ok(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess:
-    result = run_cli(*overrides, cwd=cwd, **env_vars)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+from ..helpers.cli import METRIC_KEYS, run_cli, run_ok
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +93,8 @@ BAD_INPUTS = [
     ("model.lambda_=nan", "model.lambda_ must be a finite number >= 0"),
     ("model.lambda_=inf", "model.lambda_ must be a finite number >= 0, got inf"),
     ("model.mu=inf", "model.mu must be a finite number >= 0, got inf"),
+    ("model.lambda_=abc", "model.lambda_ must be a finite number >= 0, got 'abc'"),
+    ("model=blind_eye model.confusion_weight=-1", "model.confusion_weight must be a finite"),
     ("test_ckpt=first", "test_ckpt must be one of"),
     ("ckpt_path=/no/such.ckpt", "ckpt_path must be a checkpoint file"),
     ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
@@ -339,7 +308,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(lnl_run, tmp_path, mnis
 
 def kill_at(batch: int, signum: str = "SIGTERM") -> list[str]:
     """Overrides that make a run signal itself after training batch ``batch`` of epoch 1."""
-    target = "+callbacks.kill._target_=tests.signal_callback.SignalAtBatch"
+    target = "+callbacks.kill._target_=tests.helpers.signal_callback.SignalAtBatch"
     return [
         target,
         "+callbacks.kill.epoch=1",

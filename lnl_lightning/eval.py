@@ -1,0 +1,95 @@
+"""``python -m lnl_lightning.eval ckpt_path=<checkpoint> [overrides]``: test without training.
+
+Builds the data, networks and method from the config (as ``python -m lnl_lightning`` would),
+loads the checkpoint's weights and writes, into the run folder, ``metrics.json`` with the
+validation and test metrics, ``config_resolved.yaml`` and the label x bias accuracy
+matrices ``group_acc_<split>.{csv,png}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lnl_lightning.config import CONFIG_MODULE
+from lnl_lightning.errors import ConfigError, DataError
+from lnl_lightning.files import METRICS_FILE, load_checkpoint, write_text_atomic
+
+log = logging.getLogger("lnl_lightning")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Validate and test ``cfg.ckpt_path`` on ``cfg``'s data; return the metrics."""
+    import pytorch_lightning as pl
+
+    from lnl_lightning.config import build
+    from lnl_lightning.loggers import build_loggers, finish_loggers
+    from lnl_lightning.train import build_model, check_devices, without_validation
+
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError(
+            "ckpt_path=<checkpoint file> is required: the checkpoint to evaluate, e.g. a run's "
+            "checkpoints/last.ckpt"
+        )
+    checkpoint = Path(str(cfg.ckpt_path)).expanduser()
+    load_checkpoint(checkpoint, "ckpt_path")  # a clear error for a missing or damaged file
+    check_devices(cfg.trainer)
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule = build(cfg.data)
+    pl.seed_everything(cfg.seed, workers=True)
+    model = build_model(cfg, datamodule.bias_spec, datamodule.test_names)
+    callbacks = [build(cfg.callbacks.group_matrix)] if cfg.callbacks.get("group_matrix") else []
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = build(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=False
+    )
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    metrics: dict[str, float] = {}
+    runs = [] if without_validation(cfg) else [trainer.validate]
+    for step in (*runs, trainer.test):
+        try:
+            result = step(model, datamodule=datamodule, ckpt_path=str(checkpoint))
+        except RuntimeError as err:  # load_state_dict: other networks or method
+            if "state_dict" not in str(err):
+                raise
+            raise ConfigError(
+                f"ckpt_path: {checkpoint} does not fit the networks and method of this config "
+                f"(model={cfg.method}, net of {cfg.net.feature_extractor._target_}): give the "
+                f"experiment/model/net it was trained with ({str(err).splitlines()[0]})"
+            ) from None
+        metrics.update({k: float(v) for k, v in result[0].items()})
+    if trainer.is_global_zero:
+        summary: dict[str, Any] = {
+            "metrics": dict(sorted(metrics.items())),
+            "method": cfg.method,
+            "task_name": cfg.task_name,
+            "tested_weights": str(checkpoint.resolve()),
+            "epochs": trainer.current_epoch,
+            "config_path": str((out_dir / "config_resolved.yaml").resolve()),
+        }
+        write_text_atomic(out_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
+        log.info("Metrics written to %s", out_dir / METRICS_FILE)
+    finish_loggers(loggers, metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except (ConfigError, DataError) as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
