@@ -61,6 +61,14 @@ MEMBER_KEYS = (
 )
 
 
+PACKABLE_MODEL = "lnl_lightning.models.lnl_module.LNLModule"
+
+
+def packable(cfg: DictConfig) -> bool:
+    """Packs hold LNL and baseline runs (their official step); other methods train alone."""
+    return cfg.model.get("_target_") == PACKABLE_MODEL and cfg.model.get("step") == "official"
+
+
 def pack_key(cfg: DictConfig) -> str:
     """Jobs with the same key can train in one pack (everything but :data:`MEMBER_KEYS`)."""
     container = OmegaConf.to_container(cfg, resolve=True)

@@ -244,7 +244,8 @@ def summarize(runs: list[Run]) -> list[Row]:
 
 
 def metric_columns(rows: list[Row]) -> list[str]:
-    """val/acc, then accuracy, conflicting accuracy and bias accuracy of every test set."""
+    """val/acc, then accuracy, aligned and conflicting accuracy and bias accuracy of every
+    test set."""
     names = {m for row in rows for m in row.values}
     tests = sorted(
         {m.split("/")[0] for m in names if m.startswith("test")}, key=lambda t: (t != "test", t)
@@ -252,7 +253,14 @@ def metric_columns(rows: list[Row]) -> list[str]:
     columns = [m for m in ("val/acc",) if m in names]
     for test in tests:
         columns += [
-            m for m in (f"{test}/acc", f"{test}/acc_conflicting", f"{test}/bias_acc") if m in names
+            m
+            for m in (
+                f"{test}/acc",
+                f"{test}/acc_aligned",
+                f"{test}/acc_conflicting",
+                f"{test}/bias_acc",
+            )
+            if m in names
         ]
     return columns
 

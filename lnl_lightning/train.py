@@ -168,9 +168,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger files and ``metrics.json`` (callbacks add the accuracy matrices and samples).
     """
     if cfg.get("perf") and cfg.perf.packed:  # perf=fast: this run as a pack of one
-        from lnl_lightning.packed_train import run_packed
+        from lnl_lightning.packed_train import packable, run_packed
 
-        return run_packed([cfg], Path(cfg.paths.output_dir) / "pack")[0]
+        if packable(cfg):
+            return run_packed([cfg], Path(cfg.paths.output_dir) / "pack")[0]
+        log.warning(
+            "perf.packed trains LNL and baseline runs (model.step=official); %s trains as an "
+            "ordinary run",
+            cfg.method,
+        )
     started = time.time()
     check_config(cfg)
     out_dir = Path(cfg.paths.output_dir)

@@ -155,9 +155,13 @@ def test_wandb_goes_offline_when_its_server_is_unreachable(tmp_path, monkeypatch
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on port 9
     assert not loggers.wandb_reachable(timeout=1.0)
     cfg = compose_train(["logger=wandb"], tmp_path)
-    monkeypatch.setattr(loggers, "build", lambda node: node)  # no W&B run needed here
-    loggers.build_loggers(cfg)
+    (logger,) = loggers.build_loggers(cfg)
     assert os.environ["WANDB_MODE"] == "offline"
+    # the real W&B logger then writes an offline run into the run folder, without a server
+    run = logger.experiment
+    run.log({"probe": 1.0})
+    run.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
 @pytest.mark.parametrize(

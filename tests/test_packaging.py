@@ -1,4 +1,8 @@
-"""`pip install .` (not editable) carries the configs: the CLI runs from the built wheel."""
+"""`pip install .` (not editable) carries the configs: the CLI runs from the built wheel.
+
+Built and installed without the network: no build isolation (the environment's setuptools,
+a dev dependency, builds it) and no package index.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ def test_wheel_ships_the_configs_and_the_cli_runs_from_it(tmp_path):
             "pip",
             "wheel",
             "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
             "--quiet",
             "-w",
             str(tmp_path),
@@ -41,6 +47,7 @@ def test_wheel_ships_the_configs_and_the_cli_runs_from_it(tmp_path):
             "pip",
             "install",
             "--no-deps",
+            "--no-index",
             "--quiet",
             "--target",
             str(site),

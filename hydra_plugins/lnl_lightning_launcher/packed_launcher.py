@@ -52,7 +52,7 @@ class PackedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from lnl_lightning.packed_train import pack_key
+        from lnl_lightning.packed_train import pack_key, packable
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -81,19 +81,41 @@ class PackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         groups: dict[str, list[int]] = {}
+        alone = [i for i, (_, cfg) in enumerate(jobs) if not packable(cfg)]
         for i, (_, cfg) in enumerate(jobs):
-            groups.setdefault(pack_key(cfg), []).append(i)
+            if i not in alone:
+                groups.setdefault(pack_key(cfg), []).append(i)
         packs = [
             members[start : start + self.max_members]
             for members in groups.values()
             for start in range(0, len(members), self.max_members)
         ]
-        log.info("Training %d job(s) in %d pack(s)", len(jobs), len(packs))
+        log.info("Training %d job(s) in %d pack(s), %d alone", len(jobs), len(packs), len(alone))
+        for i in alone:  # methods other than LNL and the baseline: ordinary runs
+            self._train_alone(*jobs[i])
         for members in packs:
             first = jobs[members[0]][0].hydra_cfg.hydra.job.num
             last = jobs[members[-1]][0].hydra_cfg.hydra.job.num
             self._train(sweep_dir / "packs" / f"jobs_{first}-{last}", [jobs[i] for i in members])
         return [ret for ret, _ in jobs]
+
+    def _train_alone(self, ret: JobReturn, cfg: DictConfig) -> None:
+        from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
+        from lnl_lightning.files import ERROR_FILE, write_text_atomic
+        from lnl_lightning.train import run
+
+        try:
+            metrics = run(OmegaConf.merge(cfg, {"perf": {"packed": False}}))
+        except Exception as err:  # the sweep goes on, as with single jobs
+            expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
+            log.error("Job %s failed: %s", cfg.paths.output_dir, err, exc_info=not expected)
+            record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+            write_text_atomic(
+                Path(cfg.paths.output_dir) / ERROR_FILE, json.dumps(record, indent=2) + "\n"
+            )
+            metrics = {}
+        ret.status = JobStatus.COMPLETED
+        ret.return_value = metrics.get(cfg.optimized_metric, math.nan)
 
     def _train(self, pack_dir: Path, jobs: list[tuple[JobReturn, DictConfig]]) -> None:
         from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged

@@ -67,8 +67,26 @@ def test_splits_sizes_labels_and_groups(mnist_dir):
     dm.setup()
     train, val, test = dm.splits["train"], dm.splits["val"], dm.splits["test"]
     assert (len(train), len(val), len(test)) == (540, 60, 1000)
-    # train and validation are biased: colour class = digit
-    assert torch.equal(train.groups, train.labels) and torch.equal(val.groups, val.labels)
+    # the split: disjoint, and together every training image once (labels as the raw file's)
+    raw = torch.from_numpy(np.fromfile(mnist_dir / "MNIST/raw/train-labels-idx1-ubyte", np.uint8))
+    both = torch.cat([train.labels, val.labels])
+    assert torch.equal(both.bincount(minlength=10), raw[8:].long().bincount(minlength=10))
+
+    # the noise is per image, not per pixel: one colour on every full-intensity pixel of an
+    # image (the bar of the fixture, row 3 + 2 * digit, left of the crossing column), different
+    # colours across images of a class
+    def bars(split):
+        rows = 3 + 2 * split.labels
+        return torch.stack([img[:, r, 6:12] for img, r in zip(split.images, rows, strict=True)])
+
+    bar = bars(train)
+    assert (bar == bar[:, :, :1]).all()
+    assert bar[train.labels == 0, :, 0].float().std(0).min() > 5  # sigma^2 = .02: ~36 of 255
+    # train and validation are biased, read from the pixels: each image's colour (its bar's)
+    # is nearest to its digit's palette colour
+    for split in (train, val):
+        nearest = torch.cdist(bars(split)[:, :, 0].float() / 255, PALETTE).argmin(1)
+        assert (nearest == split.labels).float().mean() > 0.8  # at random: 0.1
     # the test image's colour is its group's palette colour (nearest palette entry)
     colors = test.images.amax(dim=(2, 3)).float() / 255
     nearest = torch.cdist(colors, PALETTE).argmin(1)

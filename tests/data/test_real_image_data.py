@@ -56,11 +56,15 @@ def test_dogs_cats_batch_contract_and_colour_target(dogs_cats_dir):
     assert batch[BIAS_TARGET].shape == (8, 3, 4, 4)  # f's map is 1/8 of the input
     values = set(batch[BIAS_TARGET].unique().tolist()) - {IGNORE_INDEX}
     assert values and all(0 <= v < 8 for v in values)
-    # dark images have low colour bins, bright ones high
-    dark = batch[BIAS_GROUP] == 0
-    mean_bin = batch[BIAS_TARGET].float().mean(dim=(1, 2, 3))
-    if dark.any() and (~dark).any():
-        assert mean_bin[dark].max() < mean_bin[~dark].min()
+    # over the whole test split (both groups): dark images get low colour bins, bright ones high
+    batches = list(dm.test_dataloader()[0])
+    groups = torch.cat([b[BIAS_GROUP] for b in batches])
+    targets = torch.cat([b[BIAS_TARGET] for b in batches]).float()
+    valid = targets != IGNORE_INDEX
+    mean_bin = (targets * valid).sum(dim=(1, 2, 3)) / valid.sum(dim=(1, 2, 3))
+    dark = groups == 0
+    assert dark.sum() == (~dark).sum() == 30  # the fixture's 30 per cell
+    assert mean_bin[dark].max() < 3 < 4 < mean_bin[~dark].min()  # grey levels 40 and 210 of 255
     assert set(batch[LABEL].tolist()) <= {0, 1}
     # index: each image's position in its split
     records = dm.splits[dm.test_names[0]]

@@ -330,10 +330,14 @@ def batches_into_epoch(checkpoint: dict) -> int:
     return done
 
 
-def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, mnist_dir):
+@pytest.mark.parametrize("step", ["official", "fused"])
+def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(
+    step, tmp_path, mnist_dir
+):
     run_dir = tmp_path / "run"
     overrides = [
         "experiment=colored_mnist",
+        f"model.step={step}",
         f"data.data_dir={mnist_dir}",
         "data.batch_size=8",
         "trainer.max_epochs=3",

@@ -170,3 +170,24 @@ def test_pack_keys_keep_apart_what_one_optimizer_step_cannot_serve():
         check_pack([config(), config(**{"trainer.max_epochs": 10})])
     with pytest.raises(ConfigError, match="test_ckpt=last"):
         check_pack([config(test_ckpt="best")])
+
+
+def test_methods_that_cannot_pack_train_alone_in_a_packed_sweep(tmp_path, mnist_dir):
+    run_ok(
+        "-m",
+        "hydra/launcher=packed",
+        "experiment=colored_mnist",
+        "debug=fast",
+        "data.batch_size=32",
+        "print_config=false",
+        f"data.data_dir={mnist_dir}",
+        "model=baseline,group_dro",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    baseline, group_dro = (
+        json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text()) for i in (0, 1)
+    )
+    assert baseline["method"] == "baseline" and "pack" in baseline  # a pack of one
+    assert group_dro["method"] == "group_dro" and "pack" not in group_dro  # an ordinary run
+    assert (tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt").is_file()

@@ -1,6 +1,6 @@
 """Train a few LNL steps on fixed batches with 1 or N CPU processes; save every rank's weights.
 
-    python tests/helpers/ddp_equivalence.py --devices 2 --out DIR
+    python tests/helpers/ddp_equivalence.py --devices 2 --out DIR [--step fused]
 
 With N processes, a DistributedSampler without shuffling gives rank r the batches
 r, r+N, ...; the 1-process run gets, at each step, those N batches concatenated: the same
@@ -43,7 +43,7 @@ class PixelHead(nn.Module):
         return out.view(len(x), 3, 8, *out.shape[2:]).transpose(1, 2)
 
 
-def build_module() -> LNLModule:
+def build_module(step: str = "official") -> LNLModule:
     torch.manual_seed(0)
     f = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
     g = nn.Sequential(
@@ -55,7 +55,7 @@ def build_module() -> LNLModule:
     )
     spec = BiasSpec(10, 10, 8, tuple((c, c) for c in range(10)))
     optimizer = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
-    return LNLModule(f, g, PixelHead(), spec, lambda_=0.1, mu=1.0, optimizer=optimizer)
+    return LNLModule(f, g, PixelHead(), spec, lambda_=0.1, mu=1.0, optimizer=optimizer, step=step)
 
 
 def batches(devices: int) -> list[dict[str, torch.Tensor]]:
@@ -72,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, choices=(1, WORLD), required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--step", choices=("official", "fused"), default="official")
     args = parser.parse_args()
     strategy = (
         pl.strategies.DDPStrategy(process_group_backend="gloo") if args.devices > 1 else "auto"
@@ -94,7 +95,7 @@ def main() -> None:
         callbacks=[SaveWeightsPerRank(str(args.out))],
     )
     loader = DataLoader(data, batch_size=None, sampler=sampler, collate_fn=pass_batch)
-    trainer.fit(build_module(), loader)
+    trainer.fit(build_module(args.step), loader)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def test_group_dro_step_descends_the_weighted_group_losses():
         c: sum(per_sample[i] for i in range(16) if cells[i] == c) / cells.count(c)
         for c in set(cells)
     }
-    q = {c: w * math.exp(eta * float(mean.get(c, 0.0))) for c, w in q.items()}
+    q = {c: w * math.exp(eta * float(mean[c].detach()) if c in mean else 0.0) for c, w in q.items()}
     total = sum(q.values())
     robust = sum(q[c] / total * mean[c] for c in mean if c in q)
     grad_f, grad_g = gradients(robust, f, g)
