@@ -319,6 +319,40 @@ def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mni
     assert (report / "curves.png").stat().st_size > 5000
 
 
+def test_make_compare_runs_each_method_and_reports_them(tmp_path, mnist_dir):
+    out, report = tmp_path / "runs", tmp_path / "report"
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "compare",
+            f"PY={sys.executable}",
+            f"STAMP={REPO / 'Makefile'}",
+            f"DATA_DIR={mnist_dir}",
+            "EPOCHS=1",
+            "COLOR_VARS=0.02",
+            "SEEDS=0",
+            "METHODS=gray lff",
+            f"COMPARE_DIR={out}",
+            f"COMPARE_REPORT={report}",
+            "ARGS=debug=fast data.batch_size=32",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    gray = yaml.safe_load((out / "gray" / "cv0.02_seed0" / "config_resolved.yaml").read_text())
+    assert gray["data"]["grayscale"] is True and gray["method"] == "gray"
+    lff = json.loads((out / "lff" / "cv0.02_seed0" / "metrics.json").read_text())
+    assert lff["method"] == "lff" and lff["epochs"] == 1
+    table = (report / "report.md").read_text().split("## Colored MNIST")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| colored_mnist")]
+    assert len(rows) == 2 and "| gray |" in rows[0] and "| lff |" in rows[1]
+
+
 def test_report_draws_the_curve_of_a_run_still_going(tmp_path):
     folder = tmp_path / "lnl" / "cv0.02_seed0"
     write_run(folder, "lnl", 0.01, 0, 0.0, hydra_only=True)
