@@ -160,6 +160,19 @@ def test_report_shows_every_method_beside_the_four_published_rows(tmp_path):
     assert len(rows) == 2 and "| gray |" in rows[0] and "| lff |" in rows[1]
 
 
+def test_report_keeps_apart_runs_of_other_schedules(tmp_path):
+    for epochs, acc in ((2, 0.2), (10, 0.3)):
+        folder = tmp_path / str(epochs)
+        write_run(folder, "lnl", 0.01, 0, acc)
+        summary = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**summary, "epochs": epochs}))
+    rows = summarize(collect(tmp_path)[0])
+    assert [(r.fields["epochs"], r.mean("test/acc")) for r in rows] == [(2, 0.2), (10, 0.3)]
+    text = write_report(tmp_path).read_text()
+    assert "| epochs |" in text.splitlines()[4]  # a column of the main table
+    assert "LNL, 2 epochs" in text and "LNL, 10 epochs" in text  # and of the published one
+
+
 def test_report_keeps_apart_runs_of_other_method_settings(tmp_path):
     for weight, acc in ((0.5, 0.3), (1.0, 0.7)):
         folder = tmp_path / str(weight)
