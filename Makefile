@@ -53,7 +53,7 @@ install: $(STAMP) ## Create .venv and install the package with its dev tools
 test: $(STAMP) ## Run the test suite (generated fixtures, no network, a few minutes)
 	$(PY) -m pytest -m "not slow" -n auto --dist loadfile $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## Run only the tests marked slow (a two-job ddp_spawn sweep, about 2 minutes)
+test-slow: $(STAMP) ## Run only the tests marked slow (a ddp_spawn sweep; the fused step across a resume and under DDP; about 4 minutes)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrides in ARGS="..."

@@ -1,0 +1,128 @@
+"""Stopped runs (SIGTERM, SLURM's time-limit signal) resume exactly where they stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from ..helpers.cli import run_cli, run_ok
+
+
+def kill_at(batch: int, signum: str = "SIGTERM") -> list[str]:
+    """Overrides that make a run signal itself after training batch ``batch`` of epoch 1."""
+    target = "+callbacks.kill._target_=tests.helpers.signal_callback.SignalAtBatch"
+    return [
+        target,
+        "+callbacks.kill.epoch=1",
+        f"+callbacks.kill.batch={batch}",
+        f"+callbacks.kill.signum={signum}",
+    ]
+
+
+BATCHES_PER_EPOCH = 68  # the generated MNIST: 540 training images in batches of 8
+
+
+def batches_into_epoch(checkpoint: dict) -> int:
+    """Training batches done in the checkpoint's epoch, by Lightning's count and the loader's."""
+    loop = checkpoint["loops"]["fit_loop"]
+    done = loop["epoch_loop.batch_progress"]["current"]["completed"]
+    assert loop["state_dict"]["combined_loader"] == [
+        {"epoch": checkpoint["epoch"], "batches": done}
+    ]
+    return done
+
+
+@pytest.mark.parametrize(
+    "step",
+    ["official", pytest.param("fused", marks=pytest.mark.slow)],  # slow: in CI, not make test
+)
+def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(
+    step, tmp_path, mnist_dir
+):
+    run_dir = tmp_path / "run"
+    overrides = [
+        "experiment=colored_mnist",
+        f"model.step={step}",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=8",
+        "trainer.max_epochs=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+    ]
+    # SIGTERM in the middle of epoch 1, as a scheduler's preemption would send
+    killed = run_cli(*overrides, *kill_at(29), f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert killed.returncode != 0 and not (run_dir / "metrics.json").exists()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1 and batches_into_epoch(saved) == 30
+
+    run_ok(*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last", cwd=tmp_path)
+    straight_dir = tmp_path / "straight"
+    run_ok(*overrides, f"hydra.run.dir={straight_dir}", cwd=tmp_path)
+
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    straight = json.loads((straight_dir / "metrics.json").read_text())
+    assert resumed["epochs"] == 3 and resumed["global_step"] == straight["global_step"]
+    assert resumed["metrics"] == straight["metrics"]  # bit for bit
+    weights = [
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        for d in (run_dir, straight_dir)
+    ]
+    assert weights[0]["state_dict"].keys() == weights[1]["state_dict"].keys()
+    for name, tensor in weights[0]["state_dict"].items():
+        assert torch.equal(tensor, weights[1]["state_dict"][name]), name
+    assert (
+        len(list((run_dir / "csv").glob("version_*/metrics.csv"))) == 2
+    )  # the first logs are kept
+
+
+def test_slurm_time_limit_signal_checkpoints_requeues_and_the_requeued_job_resumes(
+    tmp_path, mnist_dir
+):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"  # records the requeue instead of talking to SLURM
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    slurm = {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "lnl",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    run_dir = tmp_path / "run"
+    args = [
+        "experiment=colored_mnist",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    ]
+    # SIGUSR1 in the middle of epoch 1: SLURM's warning before the time limit
+    warned = run_cli(*args, *kill_at(9, "SIGUSR1"), cwd=tmp_path, **slurm)
+    assert warned.returncode != 0 and not (run_dir / "metrics.json").exists()
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    assert hpc["epoch"] == 1 and batches_into_epoch(hpc) == 10
+
+    # the requeued job: same command, no ckpt_path; Lightning finds hpc_ckpt_1.ckpt
+    requeued = run_ok(*args, cwd=tmp_path, SLURM_RESTART_COUNT="1", **slurm)
+    log = (run_dir / "__main__.log").read_text()
+    assert "hpc_ckpt_1.ckpt" in requeued.stdout + requeued.stderr + log
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    steps_per_batch = hpc["global_step"] // (BATCHES_PER_EPOCH + batches_into_epoch(hpc))
+    assert summary["epochs"] == 2
+    assert (
+        summary["global_step"] == steps_per_batch * 2 * BATCHES_PER_EPOCH
+    )  # none lost, none twice
