@@ -269,31 +269,39 @@ def test_optuna_maximises_a_validation_metric(tmp_path, mnist_dir):
     assert len(values) == 2 and results["best_value"] == pytest.approx(max(values))
 
 
-def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mnist_dir):
-    """The two-phase protocol through `make reproduce`, on a generated MNIST, then its report."""
-    out, report = tmp_path / "runs", tmp_path / "report"
-    result = subprocess.run(
+def run_make(target: str, *variables: str) -> subprocess.CompletedProcess:
+    """``make <target>`` with the test's Python (installed already), W&B off."""
+    return subprocess.run(
         [
             "make",
             "--no-print-directory",
-            "reproduce",
+            target,
             f"PY={sys.executable}",
-            f"STAMP={REPO / 'Makefile'}",  # the test's Python is installed already
-            f"DATA_DIR={mnist_dir}",
-            "EPOCHS=1",
-            "LNL_EPOCHS=1",
-            "COLOR_VARS=0.02",
-            "SEEDS=0",
-            "SCRATCH=1",
-            f"REPRO_DIR={out}",
-            f"REPORT_DIR={report}",
-            "ARGS=debug=fast data.batch_size=32 print_config=false",
+            f"STAMP={REPO / 'Makefile'}",
+            *variables,
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+
+
+def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mnist_dir):
+    """The two-phase protocol through `make reproduce`, on a generated MNIST, then its report."""
+    out, report = tmp_path / "runs", tmp_path / "report"
+    result = run_make(
+        "reproduce",
+        f"DATA_DIR={mnist_dir}",
+        "EPOCHS=1",
+        "LNL_EPOCHS=1",
+        "COLOR_VARS=0.02",
+        "SEEDS=0",
+        "SCRATCH=1",
+        f"REPRO_DIR={out}",
+        f"REPORT_DIR={report}",
+        "ARGS=debug=fast data.batch_size=32 print_config=false",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for phase in ("baseline", "lnl_warm", "lnl_scratch"):
@@ -334,27 +342,16 @@ def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mni
 
 def test_make_compare_runs_each_method_and_reports_them(tmp_path, mnist_dir):
     out, report = tmp_path / "runs", tmp_path / "report"
-    result = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "compare",
-            f"PY={sys.executable}",
-            f"STAMP={REPO / 'Makefile'}",
-            f"DATA_DIR={mnist_dir}",
-            "EPOCHS=1",
-            "COLOR_VARS=0.02",
-            "SEEDS=0",
-            "METHODS=gray lff",
-            f"COMPARE_DIR={out}",
-            f"COMPARE_REPORT={report}",
-            "ARGS=debug=fast data.batch_size=32",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "WANDB_MODE": "disabled"},
+    result = run_make(
+        "compare",
+        f"DATA_DIR={mnist_dir}",
+        "EPOCHS=1",
+        "COLOR_VARS=0.02",
+        "SEEDS=0",
+        "METHODS=gray lff",
+        f"COMPARE_DIR={out}",
+        f"COMPARE_REPORT={report}",
+        "ARGS=debug=fast data.batch_size=32",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     gray = yaml.safe_load((out / "gray" / "cv0.02_seed0" / "config_resolved.yaml").read_text())
