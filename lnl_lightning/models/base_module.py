@@ -226,6 +226,16 @@ class DebiasModule(pl.LightningModule):
         self.log("train/label_loss", label_loss.detach(), prog_bar=True)
         self.log("train/bias_loss", bias_loss.detach(), prog_bar=True)
 
+    def train_label_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split's labels and bias groups by position, from the datamodule."""
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "train_label_groups"):
+            raise ConfigError(
+                f"model={self.method} needs the training split's labels and groups by "
+                f"position, but {type(datamodule).__name__} has no train_label_groups()"
+            )
+        return datamodule.train_label_groups()
+
     def parameter_groups(self) -> list[list[nn.Parameter]]:
         """One optimizer per entry: f+g first (the one warm start restores), then h."""
         return [

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
-from lnl_lightning.errors import ConfigError
 from lnl_lightning.models.base_module import DebiasModule, check_weight
 
 
@@ -58,13 +57,7 @@ class GroupDROModule(DebiasModule):
     def on_fit_start(self) -> None:
         if self.group_sizes.sum() > 0:
             return  # resumed
-        datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "train_label_groups"):
-            raise ConfigError(
-                f"model=group_dro needs the training split's groups, but "
-                f"{type(datamodule).__name__} has no train_label_groups()"
-            )
-        self.set_group_sizes(*datamodule.train_label_groups())
+        self.set_group_sizes(*self.train_label_groups())
 
     @torch.no_grad()
     def set_group_sizes(self, labels: torch.Tensor, groups: torch.Tensor) -> None:

@@ -81,13 +81,7 @@ class LfFModule(DebiasModule):
     def on_fit_start(self) -> None:
         if len(self.sample_labels):
             return  # resumed: the tables came with the checkpoint
-        datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "train_label_groups"):
-            raise ConfigError(
-                f"model=lff needs the training labels by position, but "
-                f"{type(datamodule).__name__} has no train_label_groups()"
-            )
-        self.set_sample_labels(datamodule.train_label_groups()[0])
+        self.set_sample_labels(self.train_label_groups()[0])
 
     def set_sample_labels(self, labels: torch.Tensor) -> None:
         """Size the per-sample tables for a training split with these labels (by position)."""
