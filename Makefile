@@ -50,10 +50,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the package with its dev tools
 
-test: $(STAMP) ## Run the test suite (generated fixtures, no network, a few minutes)
+test: $(STAMP) ## Run the test suite except the slow tests (generated fixtures, no network)
 	$(PY) -m pytest -m "not slow" -n auto --dist loadfile $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## Run only the tests marked slow (a ddp_spawn sweep; the fused step across a resume and under DDP; about 4 minutes)
+test-slow: $(STAMP) ## Run only the tests marked slow (the ddp_spawn, submitit and Optuna sweeps, make reproduce and make compare end to end, the fused step across a resume and under DDP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrides in ARGS="..."

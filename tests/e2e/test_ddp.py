@@ -116,6 +116,7 @@ def test_slurm_launcher_allocation_follows_the_trainer(tmp_path):
     assert launcher.additional_parameters.signal.startswith("USR1@")  # the requeue signal
 
 
+@pytest.mark.slow  # make test-slow (run by CI)
 def test_submitit_local_runs_a_two_job_sweep(tmp_path, mnist_dir):
     run_ok(
         "-m",

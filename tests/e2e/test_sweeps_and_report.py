@@ -248,6 +248,7 @@ def test_sweep_configs_compose(sweep, tmp_path):
     assert str(cfg.optimized_metric).startswith("val/")
 
 
+@pytest.mark.slow  # make test-slow (run by CI)
 def test_optuna_maximises_a_validation_metric(tmp_path, mnist_dir):
     run_ok(
         "-m",
@@ -288,6 +289,7 @@ def run_make(target: str, *variables: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # make test-slow (run by CI)
 def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mnist_dir):
     """The two-phase protocol through `make reproduce`, on a generated MNIST, then its report."""
     out, report = tmp_path / "runs", tmp_path / "report"
@@ -340,6 +342,7 @@ def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mni
     assert (report / "curves.png").stat().st_size > 5000
 
 
+@pytest.mark.slow  # make test-slow (run by CI)
 def test_make_compare_runs_each_method_and_reports_them(tmp_path, mnist_dir):
     out, report = tmp_path / "runs", tmp_path / "report"
     result = run_make(
