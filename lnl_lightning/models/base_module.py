@@ -5,7 +5,8 @@ bias head's accuracy), the training metrics, the non-finite guard, the backward 
 by an all-reduce of exactly the gradients it produced, RNG state in checkpoints, warm start,
 and optimizers and schedulers from config. A method subclasses it and writes only
 ``training_step`` (and builds its own extra networks or state): see ``lnl_module.py``,
-``blind_eye.py``, ``group_dro.py``, ``lff.py``.
+``blind_eye.py``, ``group_dro.py``, ``lff.py``. Its evaluation and checkpoint hooks live in
+:class:`RunModule`, which the packed engine (``packed_module.py``) shares.
 
 Every method trains the three networks f (``feature_extractor``), g (``label_head``) and h
 (``bias_head``): h learns the bias on f's features in each of them (a probe on detached
@@ -82,7 +83,70 @@ def check_weight(key: str, value: Any) -> float:
     return float(value)
 
 
-class DebiasModule(pl.LightningModule):
+class RunModule(pl.LightningModule):
+    """What every run's module shares, a method's or a pack's: evaluation and checkpoints.
+
+    Validation runs the ``val`` split and, with ``data.test_each_epoch``, the test splits
+    (loaders after the first, logged under ``test_names`` for learning curves; only ``val/``
+    selects anything); testing runs the test splits. A subclass says how to evaluate a batch
+    (:meth:`_evaluate`), what to do before an evaluation epoch (:meth:`_start_evaluation`)
+    and how to close a stage (:meth:`_finish_stage`). Checkpoints carry the generator
+    states, and are refused while a loss is non-finite (:meth:`_stop_if_diverged`).
+    """
+
+    test_names: tuple[str, ...]
+    _stages_evaluated: set[str]
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        raise NotImplementedError
+
+    def _start_evaluation(self) -> None:
+        """Before each validation or test epoch."""
+
+    def _finish_stage(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def _stop_if_diverged(self) -> None:
+        raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._stop_if_diverged()  # whoever saves: never NaN weights over a good checkpoint
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        stage = ("val", *self.test_names)[dataloader_idx]
+        self._stages_evaluated.add(stage)
+        self._evaluate(batch, stage)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+        self._stages_evaluated = set()
+
+    def on_validation_epoch_end(self) -> None:
+        for stage in ("val", *self.test_names):
+            if stage in self._stages_evaluated:  # data.val_fraction=0: no validation metrics
+                self._finish_stage(stage)
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate(batch, self.test_names[dataloader_idx])
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_epoch_end(self) -> None:
+        for name in self.test_names:
+            self._finish_stage(name)
+
+
+class DebiasModule(RunModule):
     """Base of every method: f, g, h, evaluation, guard, checkpoints, optimizers.
 
     Subclasses implement ``training_step`` with manual optimization: take their
@@ -284,14 +348,6 @@ class DebiasModule(pl.LightningModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._stop_if_diverged()  # whoever saves: never NaN weights over a good checkpoint
-        checkpoint["rng_states"] = rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
-            set_rng_states(checkpoint["rng_states"])
-
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         features = self.feature_extractor(batch[IMAGE])
@@ -299,7 +355,7 @@ class DebiasModule(pl.LightningModule):
         self.group_acc[stage].update(label_logits, batch[LABEL], batch[BIAS_GROUP])
         self.bias_acc[stage].update(self.bias_head(features), batch[BIAS_TARGET])
 
-    def _log_stage(self, stage: str) -> None:
+    def _finish_stage(self, stage: str) -> None:
         group_acc = self.group_acc[stage]
         with group_acc.sync_context():  # counts summed over processes, once
             correct, total = group_acc.correct.cpu().clone(), group_acc.total.cpu().clone()
@@ -319,38 +375,8 @@ class DebiasModule(pl.LightningModule):
         """The trained networks: f, g, h, and a method's own (their BatchNorm is shared)."""
         return [self.feature_extractor, self.label_head, self.bias_head]
 
-    def _share_batchnorm_statistics(self) -> None:
-        all_reduce_buffers(self.networks())
-
-    def on_test_epoch_start(self) -> None:
-        self._share_batchnorm_statistics()
-
-    def validation_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        # Loaders after the first are the test splits (data.test_each_epoch): learning
-        # curves only, logged as test/...; model selection monitors val/ alone.
-        stage = ("val", *self.test_names)[dataloader_idx]
-        self._stages_evaluated.add(stage)
-        self._evaluate(batch, stage)
-
-    def on_validation_epoch_start(self) -> None:
-        self._share_batchnorm_statistics()
-        self._stages_evaluated = set()
-
-    def on_validation_epoch_end(self) -> None:
-        for stage in ("val", *self.test_names):
-            if stage in self._stages_evaluated:  # data.val_fraction=0: no validation metrics
-                self._log_stage(stage)
-
-    def test_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._evaluate(batch, self.test_names[dataloader_idx])
-
-    def on_test_epoch_end(self) -> None:
-        for name in self.test_names:
-            self._log_stage(name)
+    def _start_evaluation(self) -> None:
+        all_reduce_buffers(self.networks())  # BatchNorm statistics shared over processes
 
     # ----------------------------------------------------------------- set-up
     def configure_optimizers(self) -> Any:

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,8 +22,9 @@ from torch import nn
 from lnl_lightning.data.contract import BIAS_GROUP, BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL
 from lnl_lightning.errors import ConfigError, TrainingDiverged
 from lnl_lightning.metrics import group_summary
+from lnl_lightning.models.base_module import RunModule
 from lnl_lightning.models.gradient_reversal import grad_reverse
-from lnl_lightning.models.lnl_module import LNLModule, rng_states, set_rng_states
+from lnl_lightning.models.lnl_module import LNLModule
 from lnl_lightning.models.packing import pack, pack_parameter_values, unpack_parameter_values
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def member_bias_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tor
     return (channel_sums / valid.clamp(min=1)).sum(1)
 
 
-class PackedLNLModule(pl.LightningModule):
+class PackedLNLModule(RunModule):
     """Trains ``members`` (ordinary :class:`LNLModule` runs) together, each exactly as alone.
 
     The members must share everything but what packing keeps per member: seed (initial
@@ -306,14 +306,6 @@ class PackedLNLModule(pl.LightningModule):
             if scheduler is not None:
                 scheduler.step()
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._stop_if_diverged()
-        checkpoint["rng_states"] = rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
-            set_rng_states(checkpoint["rng_states"])
-
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         features = self.feature_extractor(batch[IMAGE])
@@ -326,7 +318,10 @@ class PackedLNLModule(pl.LightningModule):
             )
             metrics["bias_acc"][stage].update(bias_logits[:, k], batch[BIAS_TARGET][:, k])
 
-    def _summarise(self, stage: str) -> None:
+    def _start_evaluation(self) -> None:
+        self.member_results = [{} for _ in self.members]
+
+    def _finish_stage(self, stage: str) -> None:
         for k, metrics in enumerate(self.member_metrics):
             group_acc, bias_acc = metrics["group_acc"][stage], metrics["bias_acc"][stage]
             correct, total = group_acc.correct.cpu().clone(), group_acc.total.cpu().clone()
@@ -340,21 +335,8 @@ class PackedLNLModule(pl.LightningModule):
             group_acc.reset()
             bias_acc.reset()
 
-    def validation_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        stage = ("val", *self.test_names)[dataloader_idx]
-        self._stages_evaluated.add(stage)
-        self._evaluate(batch, stage)
-
-    def on_validation_epoch_start(self) -> None:
-        self._stages_evaluated = set()
-        self.member_results = [{} for _ in self.members]
-
     def on_validation_epoch_end(self) -> None:
-        for stage in ("val", *self.test_names):
-            if stage in self._stages_evaluated:
-                self._summarise(stage)
+        super().on_validation_epoch_end()
         if self.trainer.sanity_checking:
             return
         self.results_epoch = self.current_epoch
@@ -363,18 +345,6 @@ class PackedLNLModule(pl.LightningModule):
             for name in self.member_results[0]
         }
         self.log_dict(mean)  # what the pack's own checkpoint callback and logs see
-
-    def test_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._evaluate(batch, self.test_names[dataloader_idx])
-
-    def on_test_epoch_start(self) -> None:
-        self.member_results = [{} for _ in self.members]
-
-    def on_test_epoch_end(self) -> None:
-        for name in self.test_names:
-            self._summarise(name)
 
     # ----------------------------------------------------------------- set-up
     def configure_optimizers(self) -> Any:
