@@ -486,16 +486,44 @@ def epochs_before(run: Run, by_folder: dict[tuple[str, str], Run]) -> int:
 CurveSeries = dict[str, dict[int, dict[str, float]]]
 
 
+# Fields that tell curves of one method apart, when they vary: how each is named in a series.
+SERIES_FIELDS = {
+    "task_name": "{}",
+    "step": "{} step",
+    "lambda": "λ={}",
+    "mu": "μ={}",
+    "rho": "ρ={}",
+    "train_split": "train {}",
+    "task": "task {}",
+    "settings": "{}",
+}
+
+
 def curve_series(runs: list[Run]) -> CurveSeries:
-    """``{series name: {epochs trained: {metric: mean over seeds}}}`` of the epoch curves."""
+    """``{series name: {epochs trained: {metric: mean over seeds}}}`` of the epoch curves.
+
+    A series is one method and start (scratch or warm) at one sigma^2, and one value of every
+    other identifying field that varies among that method's runs (lambda, mu, settings, ...),
+    so that only seeds are averaged; runs of other lengths share a series (epoch by epoch).
+    """
     by_folder = {folder_key(run.folder): run for run in runs}
+    curves = [(run, curve) for run in runs if (curve := epoch_curve(run.folder))]
+    values_by_method: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for run, _ in curves:
+        for key in SERIES_FIELDS:
+            values_by_method[run.fields["method"], run.fields["start"]][key].add(
+                run.fields.get(key)
+            )
     series: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        curve = epoch_curve(run.folder)
-        if not curve:
-            continue
+    for run, curve in curves:
         f = run.fields
         name = method_label(str(f["method"])) + (" warm-started" if f["start"] == "warm" else "")
+        varying = values_by_method[f["method"], f["start"]]
+        name += "".join(
+            ", " + form.format(f.get(key))
+            for key, form in SERIES_FIELDS.items()
+            if len(varying[key]) > 1
+        )
         if f.get("color_var") is not None:
             name += f", σ²={f['color_var']}"
         if not run.metrics:

@@ -381,3 +381,20 @@ def test_report_draws_the_curve_of_a_run_still_going(tmp_path):
     assert "| epochs | LNL, σ²=0.02 (unfinished) |" in curves
     assert "| 1 | 0.2500 (0.500) |" in curves and "| 2 | 0.5000 (0.400) |" in curves
     assert "running or stopped" in text
+
+
+def test_report_curves_average_seeds_only(tmp_path):
+    """Two mu of one method are two curves; two seeds of one mu are one curve, averaged."""
+    for name, mu, seed, acc in (("a", 0.1, 0, 0.2), ("b", 0.1, 1, 0.4), ("c", 1.0, 0, 0.9)):
+        folder = tmp_path / name
+        write_run(folder, "lnl", 0.01, seed, acc, data={"color_var": 0.02})
+        config = yaml.safe_load((folder / "config_resolved.yaml").read_text())
+        config["model"]["mu"] = mu
+        (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+        csv_dir = folder / "csv" / "version_0"
+        csv_dir.mkdir(parents=True)
+        (csv_dir / "metrics.csv").write_text(f"epoch,step,test/acc,test/bias_acc\n0,10,{acc},0.5\n")
+    text = write_report(tmp_path).read_text()
+    curves = text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
+    assert "| epochs | LNL, μ=0.1, σ²=0.02 | LNL, μ=1.0, σ²=0.02 |" in curves
+    assert "| 1 | 0.3000 (0.500) | 0.9000 (0.500) |" in curves
