@@ -91,6 +91,7 @@ def write_run(
     acc: float,
     hydra_only: bool = False,
     data: dict | None = None,
+    mu: float | None = None,
 ) -> None:
     (folder / ".hydra").mkdir(parents=True)
     if hydra_only:
@@ -99,7 +100,10 @@ def write_run(
         "task_name": "study",
         "method": method,
         "seed": seed,
-        "model": {"lambda_": lambda_, "mu": 0.1 if method == "lnl" else 0.0},
+        "model": {
+            "lambda_": lambda_,
+            "mu": mu if mu is not None else (0.1 if method == "lnl" else 0.0),
+        },
         "data": data or {"color_var": 0.03},
     }
     (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
@@ -107,6 +111,18 @@ def write_run(
     (folder / "metrics.json").write_text(
         json.dumps({"metrics": metrics, "method": method, "task_name": "study"})
     )
+
+
+def write_curve(folder: Path, metrics_csv: str) -> None:
+    """A run's per-epoch CSV log, as Lightning's CSV logger writes it."""
+    csv_dir = folder / "csv" / "version_0"
+    csv_dir.mkdir(parents=True)
+    (csv_dir / "metrics.csv").write_text(metrics_csv)
+
+
+def curve_section(report_text: str) -> str:
+    """The report's per-epoch table."""
+    return report_text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
 
 
 def test_report_averages_over_seeds_and_lists_unfinished_jobs(tmp_path):
@@ -327,7 +343,7 @@ def test_make_reproduce_runs_baseline_then_warm_lnl_beside_scratch(tmp_path, mni
     assert any("| lnl |" in r and "| warm | 1 | 1 | 0 |" in r for r in rows)
     assert any("| lnl |" in r and "| scratch | 2 | 1 | 0 |" in r for r in rows)
     # the curves: the warm run continues the baseline's epoch count
-    curves = text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
+    curves = curve_section(text)
     header = next(line for line in curves.splitlines() if line.startswith("| epochs"))
     names = [c.strip() for c in header.strip("|").split("|")][1:]
     by_epoch = {
@@ -371,13 +387,12 @@ def test_report_draws_the_curve_of_a_run_still_going(tmp_path):
     write_run(folder, "lnl", 0.01, 0, 0.0, hydra_only=True)
     config = {"task_name": "study", "method": "lnl", "seed": 0, "data": {"color_var": 0.02}}
     (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
-    csv_dir = folder / "csv" / "version_0"
-    csv_dir.mkdir(parents=True)
-    (csv_dir / "metrics.csv").write_text(
-        "epoch,step,test/acc,test/bias_acc,train/acc\n0,10,0.25,0.5,\n0,10,,,0.9\n1,20,0.5,0.4,\n"
+    write_curve(
+        folder,
+        "epoch,step,test/acc,test/bias_acc,train/acc\n0,10,0.25,0.5,\n0,10,,,0.9\n1,20,0.5,0.4,\n",
     )
     text = write_report(tmp_path).read_text()
-    curves = text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
+    curves = curve_section(text)
     assert "| epochs | LNL, σ²=0.02 (unfinished) |" in curves
     assert "| 1 | 0.2500 (0.500) |" in curves and "| 2 | 0.5000 (0.400) |" in curves
     assert "running or stopped" in text
@@ -387,14 +402,9 @@ def test_report_curves_average_seeds_only(tmp_path):
     """Two mu of one method are two curves; two seeds of one mu are one curve, averaged."""
     for name, mu, seed, acc in (("a", 0.1, 0, 0.2), ("b", 0.1, 1, 0.4), ("c", 1.0, 0, 0.9)):
         folder = tmp_path / name
-        write_run(folder, "lnl", 0.01, seed, acc, data={"color_var": 0.02})
-        config = yaml.safe_load((folder / "config_resolved.yaml").read_text())
-        config["model"]["mu"] = mu
-        (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
-        csv_dir = folder / "csv" / "version_0"
-        csv_dir.mkdir(parents=True)
-        (csv_dir / "metrics.csv").write_text(f"epoch,step,test/acc,test/bias_acc\n0,10,{acc},0.5\n")
+        write_run(folder, "lnl", 0.01, seed, acc, data={"color_var": 0.02}, mu=mu)
+        write_curve(folder, f"epoch,step,test/acc,test/bias_acc\n0,10,{acc},0.5\n")
     text = write_report(tmp_path).read_text()
-    curves = text.split("## Test accuracy after each epoch")[1].split("## Plots")[0]
+    curves = curve_section(text)
     assert "| epochs | LNL, μ=0.1, σ²=0.02 | LNL, μ=1.0, σ²=0.02 |" in curves
     assert "| 1 | 0.3000 (0.500) | 0.9000 (0.500) |" in curves
