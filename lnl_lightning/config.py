@@ -68,6 +68,7 @@ class ColoredMNISTSchema:
     val_fraction: float = 0.1
     seed: int = 0
     palette: Any = "paper"  # "paper" or 10 [r, g, b] triples
+    color_noise: str = "clip"  # "clip" or "resample"
     color_bins: int = 8
     target_size: int = 14
     num_workers: int = 0

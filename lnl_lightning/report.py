@@ -98,6 +98,7 @@ KEY_FIELDS = (
     "lambda",
     "mu",
     "color_var",
+    "color_noise",
     "rho",
     "train_split",
     "task",
@@ -182,6 +183,7 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         "mu": get("model.mu"),
         "step": get("model.step"),
         "color_var": None if rebias else get("data.color_var"),
+        "color_noise": None if rebias else get("data.color_noise"),
         "rho": get("data.rho") if rebias else None,
         "train_split": get("data.train_split"),
         "task": get("data.task"),
@@ -288,6 +290,8 @@ def _comparison_rows(rows: list[Row], x_key: str) -> dict[str, dict[float, Row]]
             name += f" ({row.fields['step']} step)"
         if row.fields.get("epochs") is not None:
             name += f", {row.fields['epochs']} epochs"
+        if row.fields.get("color_noise") not in (None, "clip"):
+            name += f", {row.fields['color_noise']} colour noise"
         series[name][float(x)] = row
     return series
 
@@ -492,6 +496,7 @@ SERIES_FIELDS = {
     "step": "{} step",
     "lambda": "λ={}",
     "mu": "μ={}",
+    "color_noise": "{} noise",
     "rho": "ρ={}",
     "train_split": "train {}",
     "task": "task {}",

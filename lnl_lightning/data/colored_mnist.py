@@ -2,9 +2,12 @@
 
 Protocol:
 
-- Ten mean colours, one per digit class (:data:`PAPER_PALETTE`, in [0, 255]).
+- Ten mean colours, one per digit class (:data:`PAPER_PALETTE`, in [0, 255]; the colour
+  map of ReBias's Biased-MNIST: the official LNL data ship as pre-generated arrays whose
+  palette is not published).
 - Train: every image gets one colour drawn from N(mean colour of its digit, sigma^2 I)
-  in [0, 1] units, clipped to [0, 1]. The strokes are coloured (pixel = intensity x
+  in [0, 1] units, clipped to [0, 1] (``color_noise="resample"``: each channel drawn
+  again until it falls inside, a truncated normal). The strokes are coloured (pixel = intensity x
   colour) and the background stays black. ``color_var`` is sigma^2; the paper's grid
   is 0.020 ... 0.050 (smaller sigma^2 = stronger bias).
 - Validation: a held-out part of the training set, coloured like training (biased).
@@ -73,6 +76,7 @@ MNIST_FILES = (
 )
 NUM_DIGITS = 10
 PROTOCOLS = ("variance", "rebias")
+COLOR_NOISES = ("clip", "resample")
 
 
 def colorize_background(
@@ -95,6 +99,27 @@ def rebias_color_classes(
     return torch.where(aligned, labels, (labels + shift) % NUM_DIGITS)
 
 
+def draw_colors(
+    means: torch.Tensor, color_var: float, rng: np.random.Generator, noise: str = "clip"
+) -> torch.Tensor:
+    """One colour per row of ``means`` (``(N, 3)`` in [0, 1]), drawn from N(mean, color_var I).
+
+    ``noise="clip"`` clips each channel to [0, 1]; ``noise="resample"`` draws each channel
+    again until it falls inside (0, 1) (a truncated normal; the draws after the first come
+    from ``rng`` in order, so the result is as deterministic as the clipped one).
+    """
+    std = math.sqrt(color_var)
+    colors = means + std * torch.from_numpy(rng.standard_normal(tuple(means.shape))).float()
+    if noise == "clip":
+        return colors.clamp_(0.0, 1.0)
+    outside = (colors <= 0.0) | (colors >= 1.0)
+    while outside.any():
+        redraw = torch.from_numpy(rng.standard_normal(int(outside.sum()))).float()
+        colors[outside] = means[outside] + std * redraw
+        outside = (colors <= 0.0) | (colors >= 1.0)
+    return colors
+
+
 def colorize(
     digits: torch.Tensor,
     color_class: torch.Tensor,
@@ -102,8 +127,9 @@ def colorize(
     color_var: float,
     rng: np.random.Generator,
     chunk: int = 8192,
+    noise: str = "clip",
 ) -> torch.Tensor:
-    """Colour grey digits: each image gets N(palette[class], color_var I) clipped to [0, 1].
+    """Colour grey digits: each image gets one colour from N(palette[class], color_var I).
 
     Args:
         digits: uint8 ``(N, H, W)`` grey images.
@@ -111,12 +137,12 @@ def colorize(
         palette: float ``(C, 3)`` mean colours in [0, 1].
         color_var: sigma^2 of the colour noise, in [0, 1] units.
         rng: the generator the noise is drawn from.
+        noise: how a draw outside [0, 1] is handled (:func:`draw_colors`).
 
     Returns:
         uint8 ``(N, 3, H, W)``: pixel = round(intensity x colour).
     """
-    noise = torch.from_numpy(rng.standard_normal((len(digits), 3))).float()
-    colors = (palette[color_class] + math.sqrt(color_var) * noise).clamp_(0.0, 1.0)
+    colors = draw_colors(palette[color_class], color_var, rng, noise)
     out = torch.empty(len(digits), 3, *digits.shape[1:], dtype=torch.uint8)
     for start in range(0, len(digits), chunk):  # bounded float memory
         end = start + chunk
@@ -252,6 +278,8 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         val_fraction: share of the training images held out for validation, in [0, 1).
         seed: fixes colours and the train/val split, bit for bit.
         palette: "paper" or 10 RGB colours in [0, 255].
+        color_noise: "clip" (a colour channel drawn outside [0, 1] is clipped) or
+            "resample" (it is drawn again until inside: a truncated normal).
         color_bins: bins per RGB channel of the per-pixel bias target.
         target_size: side of the bias target map (14, the official net's feature map).
         num_workers: DataLoader workers (0 is fastest for in-memory data).
@@ -277,6 +305,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 0,
         palette: Any = "paper",
+        color_noise: str = "clip",
         color_bins: int = 8,
         target_size: int = 14,
         num_workers: int = 0,
@@ -293,6 +322,10 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             )
         if protocol not in PROTOCOLS:
             raise ConfigError(f"data.protocol must be one of {PROTOCOLS}, got '{protocol}'")
+        if color_noise not in COLOR_NOISES:
+            raise ConfigError(
+                f"data.color_noise must be one of {COLOR_NOISES}, got '{color_noise}'"
+            )
         if not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
             raise ConfigError(
                 f"data.rho must be in [0, 1] (share of bias-aligned images), got {rho}"
@@ -310,6 +343,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             check_writable(raw, "data.data_dir", "unpacking or downloading MNIST")
         self.color_var = float(color_var)
         self.protocol, self.rho = protocol, float(rho)
+        self.color_noise = color_noise
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
@@ -373,9 +407,21 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         else:
             train_groups = train.targets
             train_images = colorize(
-                train.data, train_groups, self.palette, self.color_var, train_rng
+                train.data,
+                train_groups,
+                self.palette,
+                self.color_var,
+                train_rng,
+                noise=self.color_noise,
             )
-            test_images = colorize(test.data, test_groups, self.palette, self.color_var, test_rng)
+            test_images = colorize(
+                test.data,
+                test_groups,
+                self.palette,
+                self.color_var,
+                test_rng,
+                noise=self.color_noise,
+            )
         return {
             "train": (train_images[fit_index], train.targets[fit_index], train_groups[fit_index]),
             "val": (train_images[val_index], train.targets[val_index], train_groups[val_index]),
@@ -385,6 +431,8 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
     def _cache_file(self) -> Path:
         palette_id = hashlib.sha1(self.palette.numpy().tobytes()).hexdigest()[:8]
         bias = f"rho{self.rho:.4f}" if self.protocol == "rebias" else f"var{self.color_var:.4f}"
+        if self.protocol == "variance" and self.color_noise != "clip":
+            bias += f"_{self.color_noise}"
         key = f"{bias}_val{self.val_fraction:.3f}_seed{self.seed}_pal{palette_id}"
         return self.data_dir / "colored_mnist_cache" / f"{key}.pt"
 

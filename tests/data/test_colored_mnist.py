@@ -7,10 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chi2_contingency
+from scipy.stats import chi2_contingency, truncnorm
 from torch.distributions import Normal
 
-from lnl_lightning.data.colored_mnist import PAPER_PALETTE, ColoredMNISTDataModule, colorize
+from lnl_lightning.data.colored_mnist import (
+    PAPER_PALETTE,
+    ColoredMNISTDataModule,
+    colorize,
+    draw_colors,
+)
 from lnl_lightning.data.contract import (
     BIAS_GROUP,
     BIAS_TARGET,
@@ -51,6 +56,38 @@ def test_train_colors_follow_the_class_mean_and_variance(color_var):
         assert torch.allclose(got.mean(0), expected, atol=0.01), (c, got.mean(0), expected)
     # grey (class 9) sits mid-range, where clipping is rare: its spread is sigma
     assert colors[classes == 9].std(0) == pytest.approx(torch.full((3,), std), abs=0.01)
+
+
+@pytest.mark.parametrize("color_var", [0.02, 0.05])
+def test_resampled_colors_follow_the_truncated_normal(color_var):
+    per_class = 4000
+    means = PALETTE.repeat_interleave(per_class, dim=0)
+    colors = draw_colors(means, color_var, np.random.default_rng(0), noise="resample")
+    assert ((colors > 0) & (colors < 1)).all()  # no channel sits on a bound, unlike clipping
+    std = math.sqrt(color_var)
+    a, b = (0 - PALETTE.double()) / std, (1 - PALETTE.double()) / std
+    expected_mean = truncnorm.mean(a, b, loc=PALETTE.double(), scale=std)
+    expected_std = truncnorm.std(a, b, loc=PALETTE.double(), scale=std)
+    got = colors.view(10, per_class, 3)
+    assert np.allclose(got.mean(1).numpy(), expected_mean, atol=0.008)
+    assert np.allclose(got.std(1).numpy(), expected_std, atol=0.008)
+
+
+def test_clip_noise_is_the_default_and_resample_changes_only_out_of_range_draws():
+    means = PALETTE.repeat(200, 1)
+    clipped = draw_colors(means, 0.03, np.random.default_rng(3))
+    assert torch.equal(clipped, draw_colors(means, 0.03, np.random.default_rng(3), noise="clip"))
+    resampled = draw_colors(means, 0.03, np.random.default_rng(3), noise="resample")
+    inside = (clipped > 0) & (clipped < 1)  # the first draw, where it was already inside
+    assert torch.equal(resampled[inside], clipped[inside])
+    assert not torch.equal(resampled, clipped)
+
+
+def test_color_noise_reaches_the_images_and_the_cache_key(mnist_dir):
+    clip = ColoredMNISTDataModule(data_dir=str(mnist_dir))
+    resample = ColoredMNISTDataModule(data_dir=str(mnist_dir), color_noise="resample")
+    assert not torch.equal(clip.generate()["train"][0], resample.generate()["train"][0])
+    assert clip._cache_file() != resample._cache_file()
 
 
 def test_strokes_are_coloured_and_background_stays_black():
@@ -186,6 +223,7 @@ def test_color_bin_target_matches_the_official_recipe():
         ({"palette": "rainbow"}, "data.palette"),
         ({"palette": [[300, 0, 0]] * 10}, "data.palette"),
         ({"val_fraction": 1.5}, "data.val_fraction"),
+        ({"color_noise": "wrap"}, "data.color_noise"),
     ],
 )
 def test_bad_input_names_the_key(kwargs, key, tmp_path):

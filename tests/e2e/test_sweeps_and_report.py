@@ -189,6 +189,28 @@ def test_report_keeps_apart_runs_of_other_schedules(tmp_path):
     assert "LNL, 2 epochs" in text and "LNL, 10 epochs" in text  # and of the published one
 
 
+def test_report_keeps_apart_runs_of_other_colour_noise(tmp_path):
+    for noise, acc in (("clip", 0.2), ("resample", 0.4)):
+        write_run(
+            tmp_path / noise,
+            "baseline",
+            0.0,
+            0,
+            acc,
+            data={"color_var": 0.02, "color_noise": noise},
+        )
+    rows = summarize(collect(tmp_path)[0])
+    assert [(r.fields["color_noise"], r.mean("test/acc")) for r in rows] == [
+        ("clip", 0.2),
+        ("resample", 0.4),
+    ]
+    text = write_report(tmp_path).read_text()
+    assert "| color_noise |" in text.splitlines()[4]
+    comparison = text.split("against the published numbers")[1].split("## Plots")[0]
+    assert "| baseline | 0.2000 ± 0.0000 (1) |" in comparison
+    assert "| baseline, resample colour noise | 0.4000 ± 0.0000 (1) |" in comparison
+
+
 def test_report_keeps_apart_runs_of_other_method_settings(tmp_path):
     for weight, acc in ((0.5, 0.3), (1.0, 0.7)):
         folder = tmp_path / str(weight)
