@@ -183,7 +183,10 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         "mu": get("model.mu"),
         "step": get("model.step"),
         "color_var": None if rebias else get("data.color_var"),
-        "color_noise": None if rebias else get("data.color_noise"),
+        # runs from before data.color_noise existed clipped
+        "color_noise": None
+        if rebias or get("data.color_var") is None
+        else get("data.color_noise") or "clip",
         "rho": get("data.rho") if rebias else None,
         "train_split": get("data.train_split"),
         "task": get("data.task"),

@@ -190,15 +190,12 @@ def test_report_keeps_apart_runs_of_other_schedules(tmp_path):
 
 
 def test_report_keeps_apart_runs_of_other_colour_noise(tmp_path):
-    for noise, acc in (("clip", 0.2), ("resample", 0.4)):
-        write_run(
-            tmp_path / noise,
-            "baseline",
-            0.0,
-            0,
-            acc,
-            data={"color_var": 0.02, "color_noise": noise},
-        )
+    # a run from before data.color_noise existed has no such key: it clipped
+    for noise, acc in ((None, 0.2), ("resample", 0.4)):
+        data = {"color_var": 0.02} if noise is None else {"color_var": 0.02, "color_noise": noise}
+        folder = tmp_path / str(noise)
+        write_run(folder, "baseline", 0.0, 0, acc, data=data)
+        write_curve(folder, f"epoch,step,test/acc,test/bias_acc\n0,10,{acc},0.5\n")
     rows = summarize(collect(tmp_path)[0])
     assert [(r.fields["color_noise"], r.mean("test/acc")) for r in rows] == [
         ("clip", 0.2),
@@ -209,6 +206,10 @@ def test_report_keeps_apart_runs_of_other_colour_noise(tmp_path):
     comparison = text.split("against the published numbers")[1].split("## Plots")[0]
     assert "| baseline | 0.2000 ± 0.0000 (1) |" in comparison
     assert "| baseline, resample colour noise | 0.4000 ± 0.0000 (1) |" in comparison
+    curves = curve_section(text)
+    assert (
+        "| epochs | baseline, clip noise, σ²=0.02 | baseline, resample noise, σ²=0.02 |" in curves
+    )
 
 
 def test_report_keeps_apart_runs_of_other_method_settings(tmp_path):
