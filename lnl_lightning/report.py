@@ -462,11 +462,13 @@ CURVE_METRICS = ("test/acc", "test/bias_acc")
 def epoch_curve(folder: Path) -> dict[int, dict[str, float]]:
     """``{epoch: {metric: value}}`` of the test metrics logged after each training epoch.
 
-    Read from the CSV logger's files (every version: a resumed run adds one); rows from
-    the final validate/test calls (epoch == epochs trained) are left out.
+    Read from the CSV logger's files (every version: a resumed run adds one), in version
+    order, so a later version's value of an epoch wins; rows from the final validate/test
+    calls (epoch == epochs trained) are left out.
     """
     curve: dict[int, dict[str, float]] = defaultdict(dict)
-    for path in sorted((folder / "csv").glob("version_*/metrics.csv")):
+    logs = (folder / "csv").glob("version_*/metrics.csv")
+    for path in sorted(logs, key=lambda p: (len(p.parent.name), p.parent.name)):  # 2 before 10
         with path.open() as file:
             for record in csv.DictReader(file):
                 for metric in CURVE_METRICS:

@@ -14,7 +14,7 @@ import yaml
 from hydra import compose, initialize_config_module
 
 from lnl_lightning.config import CONFIG_MODULE
-from lnl_lightning.report import collect, summarize, write_report
+from lnl_lightning.report import collect, epoch_curve, summarize, write_report
 
 from ..helpers.cli import REPO, run_ok
 from ..helpers.wandb_records import read_run
@@ -113,9 +113,9 @@ def write_run(
     )
 
 
-def write_curve(folder: Path, metrics_csv: str) -> None:
+def write_curve(folder: Path, metrics_csv: str, version: int = 0) -> None:
     """A run's per-epoch CSV log, as Lightning's CSV logger writes it."""
-    csv_dir = folder / "csv" / "version_0"
+    csv_dir = folder / "csv" / f"version_{version}"
     csv_dir.mkdir(parents=True)
     (csv_dir / "metrics.csv").write_text(metrics_csv)
 
@@ -419,6 +419,20 @@ def test_report_draws_the_curve_of_a_run_still_going(tmp_path):
     assert "| epochs | LNL, σ²=0.02 (unfinished) |" in curves
     assert "| 1 | 0.2500 (0.500) |" in curves and "| 2 | 0.5000 (0.400) |" in curves
     assert "running or stopped" in text
+
+
+def test_report_curves_read_resumed_logs_in_version_order(tmp_path):
+    folder = tmp_path / "run"
+    write_run(folder, "baseline", 0.0, 0, 0.5, data={"color_var": 0.02})
+    header = "epoch,step,test/acc,test/bias_acc\n"
+    for version in range(11):  # resumed ten times; epoch 5 logged again by the last one
+        epochs = [version] + ([5] if version == 10 else [])
+        rows = "".join(f"{e},{e},{0.1 + version / 100},0.5\n" for e in epochs)
+        write_curve(folder, header + rows, version=version)
+    curve = epoch_curve(folder)
+    assert sorted(curve) == list(range(11))
+    assert curve[5]["test/acc"] == pytest.approx(0.20)  # version 10's, read after version 5's
+    assert curve[2]["test/acc"] == pytest.approx(0.12)
 
 
 def test_report_curves_average_seeds_only(tmp_path):
