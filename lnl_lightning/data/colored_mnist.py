@@ -1,19 +1,21 @@
 """Colored MNIST with the sigma^2 protocol of Learning Not to Learn (Kim et al., CVPR 2019).
 
-Protocol:
+Protocol (``data.source=generate``, built from MNIST; :mod:`.mnist_colors` colours it):
 
-- Ten mean colours, one per digit class (:data:`PAPER_PALETTE`, in [0, 255]; the colour
-  map of ReBias's Biased-MNIST: the official LNL data ship as pre-generated arrays whose
-  palette is not published).
-- Train: every image gets one colour drawn from N(mean colour of its digit, sigma^2 I)
-  in [0, 1] units, clipped to [0, 1] (``color_noise="resample"``: each channel drawn
-  again until it falls inside, a truncated normal). The strokes are coloured (pixel = intensity x
-  colour) and the background stays black. ``color_var`` is sigma^2; the paper's grid
-  is 0.020 ... 0.050 (smaller sigma^2 = stronger bias).
+- Ten mean colours, one per digit class (``data.palette``; default the paper's supplementary
+  colours, ``rebias`` the ReBias colour map this repository used first).
+- Train: every image gets one colour drawn from N(mean colour of its digit, sigma^2 I) in
+  [0, 1] units, each channel drawn again until inside (0, 1) (``color_noise="clip"``: clipped).
+  Binarised strokes: a pixel whose MNIST grey is > 128 gets the colour as ``int(x * 255)``, the
+  rest is black (``stroke="intensity"``: pixel = round(grey x colour)). ``color_var`` is
+  sigma^2; the paper's grid is 0.020 ... 0.050 (smaller sigma^2 = stronger bias).
 - Validation: a held-out part of the training set, coloured like training (biased).
   Model selection uses only this split.
 - Test: the 10k MNIST test images; each gets a colour class drawn uniformly at random,
   independent of the digit, then the same noise. Accuracy on it is unbiased accuracy.
+
+``data.source=arrays`` reads the authors' pre-generated arrays instead (:mod:`.authors_arrays`),
+with the same splits, batches and bias groups.
 
 ``protocol="rebias"`` is the protocol of ReBias (Bahng et al., ICML 2020) instead: the digit
 is white and the *background* is coloured with a palette colour (no noise); a training
@@ -27,9 +29,7 @@ channel, background ignored) and ``bias_group`` the colour class of the image.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lnl_lightning.data.authors_arrays import array_splits, find_arrays, read_arrays
 from lnl_lightning.data.checks import check_color_bins, check_loader_settings, check_writable
 from lnl_lightning.data.contract import (
     BIAS_GROUP,
@@ -50,105 +51,25 @@ from lnl_lightning.data.contract import (
     to_grey,
 )
 from lnl_lightning.data.device_batches import DeviceBatches
+from lnl_lightning.data.mnist_colors import (
+    COLOR_NOISES,
+    NUM_DIGITS,
+    STROKES,
+    check_palette,
+    colorize,
+    colorize_background,
+    palette_name,
+    rebias_color_classes,
+)
+from lnl_lightning.data.mnist_files import MNIST_FILES, load_mnist
 from lnl_lightning.data.sampling import ResumableLoader, run_seed
-from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
+from lnl_lightning.errors import ConfigError
 from lnl_lightning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-PAPER_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (255, 0, 0),
-    (0, 255, 0),
-    (0, 0, 255),
-    (225, 225, 0),
-    (225, 0, 225),
-    (0, 255, 255),
-    (255, 128, 0),
-    (255, 0, 128),
-    (128, 0, 255),
-    (128, 128, 128),
-)
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-NUM_DIGITS = 10
 PROTOCOLS = ("variance", "rebias")
-COLOR_NOISES = ("clip", "resample")
-
-
-def colorize_background(
-    digits: torch.Tensor, color_class: torch.Tensor, palette: torch.Tensor
-) -> torch.Tensor:
-    """ReBias colouring: white digit (every non-zero pixel), background in ``palette[class]``."""
-    background = (palette[color_class] * 255).round().to(torch.uint8)[:, :, None, None]
-    stroke = (digits > 0).unsqueeze(1)
-    return torch.where(
-        stroke, torch.tensor(255, dtype=torch.uint8), background.expand(-1, -1, *digits.shape[1:])
-    )
-
-
-def rebias_color_classes(
-    labels: torch.Tensor, rho: float, rng: np.random.Generator
-) -> torch.Tensor:
-    """The digit's class with probability ``rho``, else one of the other nine, uniformly."""
-    aligned = torch.from_numpy(rng.random(len(labels)) < rho)
-    shift = torch.from_numpy(rng.integers(1, NUM_DIGITS, len(labels)))
-    return torch.where(aligned, labels, (labels + shift) % NUM_DIGITS)
-
-
-def draw_colors(
-    means: torch.Tensor, color_var: float, rng: np.random.Generator, noise: str = "clip"
-) -> torch.Tensor:
-    """One colour per row of ``means`` (``(N, 3)`` in [0, 1]), drawn from N(mean, color_var I).
-
-    ``noise="clip"`` clips each channel to [0, 1]; ``noise="resample"`` draws each channel
-    again until it falls inside (0, 1) (a truncated normal; the draws after the first come
-    from ``rng`` in order, so the result is as deterministic as the clipped one).
-    """
-    std = math.sqrt(color_var)
-    colors = means + std * torch.from_numpy(rng.standard_normal(tuple(means.shape))).float()
-    if noise == "clip":
-        return colors.clamp_(0.0, 1.0)
-    outside = (colors <= 0.0) | (colors >= 1.0)
-    while outside.any():
-        redraw = torch.from_numpy(rng.standard_normal(int(outside.sum()))).float()
-        colors[outside] = means[outside] + std * redraw
-        outside = (colors <= 0.0) | (colors >= 1.0)
-    return colors
-
-
-def colorize(
-    digits: torch.Tensor,
-    color_class: torch.Tensor,
-    palette: torch.Tensor,
-    color_var: float,
-    rng: np.random.Generator,
-    chunk: int = 8192,
-    noise: str = "clip",
-) -> torch.Tensor:
-    """Colour grey digits: each image gets one colour from N(palette[class], color_var I).
-
-    Args:
-        digits: uint8 ``(N, H, W)`` grey images.
-        color_class: int64 ``(N,)`` index into ``palette`` for each image.
-        palette: float ``(C, 3)`` mean colours in [0, 1].
-        color_var: sigma^2 of the colour noise, in [0, 1] units.
-        rng: the generator the noise is drawn from.
-        noise: how a draw outside [0, 1] is handled (:func:`draw_colors`).
-
-    Returns:
-        uint8 ``(N, 3, H, W)``: pixel = round(intensity x colour).
-    """
-    colors = draw_colors(palette[color_class], color_var, rng, noise)
-    out = torch.empty(len(digits), 3, *digits.shape[1:], dtype=torch.uint8)
-    for start in range(0, len(digits), chunk):  # bounded float memory
-        end = start + chunk
-        grey = digits[start:end].float().unsqueeze(1)
-        out[start:end] = (grey * colors[start:end, :, None, None]).round_().to(torch.uint8)
-    return out
+SOURCES = ("generate", "arrays")
 
 
 class ColoredImages(Dataset):
@@ -195,91 +116,25 @@ def pass_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def check_palette(palette: Any) -> torch.Tensor:
-    """Validate ``data.palette`` ("paper" or 10 RGB triples in [0, 255]); return it in [0, 1]."""
-    if isinstance(palette, str):
-        if palette != "paper":
-            raise ConfigError(
-                f"data.palette must be 'paper' or a list of 10 RGB colours, got '{palette}'"
-            )
-        palette = PAPER_PALETTE
-    colors = [list(c) for c in palette]
-    if len(colors) != NUM_DIGITS:
-        raise ConfigError(
-            f"data.palette must hold {NUM_DIGITS} RGB colours (one per digit), got {len(colors)}"
-        )
-    for c in colors:
-        if len(c) != 3 or not all(0 <= v <= 255 for v in c):
-            raise ConfigError(f"data.palette colours must be 3 values in [0, 255], got {c}")
-    return torch.tensor(colors, dtype=torch.float32) / 255.0
-
-
-def load_mnist(data_dir: Path, download: bool) -> tuple[Any, Any]:
-    """MNIST train and test sets through torchvision; a clear error if the files are missing."""
-    from torchvision.datasets import MNIST
-
-    raw = data_dir / "MNIST" / "raw"
-    how = (
-        f"MNIST is expected in {raw} as the four IDX files {', '.join(MNIST_FILES)} "
-        f"(the .gz archives also work). Download them from https://yann.lecun.com/exdb/mnist/ "
-        f"(or any torchvision mirror) into that folder, or point data.data_dir at the folder "
-        f"that holds MNIST/raw/."
-    )
-    try:
-        return (
-            MNIST(str(data_dir), train=True, download=download),
-            MNIST(str(data_dir), train=False, download=download),
-        )
-    except (RuntimeError, ValueError) as err:  # torchvision's errors for bad or missing files
-        damaged = damaged_mnist_file(raw)
-        if damaged is not None:
-            raise DataError(
-                f"{damaged} is damaged (truncated or not an IDX file: {damaged_reason(damaged)}). "
-                f"Delete it (with data.download=true it is fetched again) or replace it with "
-                f"the original file."
-            ) from err
-        raise DataNotFoundError(
-            f"MNIST not found and could not be downloaded ({err}). {how}"
-        ) from err
-    except OSError as err:
-        raise DataNotFoundError(f"MNIST could not be read ({err}). {how}") from err
-
-
-def damaged_mnist_file(raw: Path) -> Path | None:
-    """The first of the four MNIST files in ``raw`` that exists but does not read."""
-    for name in MNIST_FILES:
-        path = raw / name
-        if path.is_file() and damaged_reason(path) is not None:
-            return path
-    return None
-
-
-def damaged_reason(path: Path) -> str | None:
-    """Why an IDX file does not read (None if it does)."""
-    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
-
-    try:
-        read_sn3_pascalvincent_tensor(str(path), strict=False)
-    except Exception as err:  # struct, shape and dtype errors alike
-        return f"{type(err).__name__}: {err}"
-    return None
-
-
 class ColoredMNISTDataModule(pl.LightningDataModule):
     """Colored MNIST (Kim et al. 2019) in the batch contract of :mod:`lnl_lightning.data.contract`.
 
     Args:
         data_dir: folder that holds ``MNIST/raw/`` (torchvision's layout).
         color_var: sigma^2 of the colour noise, in (0, 1] ("variance" protocol).
+        source: "generate" (colour MNIST here) or "arrays" (read the authors'
+            ``mnist_10color_jitter_var_<sigma^2>.npy`` from ``arrays_dir``).
+        arrays_dir: folder of the authors' arrays (``source="arrays"``).
         protocol: "variance" (Kim et al.: coloured strokes, sigma^2) or "rebias"
             (Bahng et al.: coloured background, a share ``rho`` of aligned training images).
         rho: share of bias-aligned training images in the "rebias" protocol.
         batch_size: images per batch (per process).
         val_fraction: share of the training images held out for validation, in [0, 1).
         seed: fixes colours and the train/val split, bit for bit.
-        palette: "paper" or 10 RGB colours in [0, 255].
-        color_noise: "clip" (a colour channel drawn outside [0, 1] is clipped) or
-            "resample" (it is drawn again until inside: a truncated normal).
+        palette: "supplement", "rebias" or 10 RGB colours in [0, 255].
+        color_noise: "resample" (a colour channel drawn outside (0, 1) is drawn again: a
+            truncated normal) or "clip" (it is clipped to [0, 1]).
+        stroke: "binary" (grey > 128 coloured, the rest black) or "intensity" (grey x colour).
         color_bins: bins per RGB channel of the per-pixel bias target.
         target_size: side of the bias target map (14, the official net's feature map).
         num_workers: DataLoader workers (0 is fastest for in-memory data).
@@ -292,20 +147,24 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             work per step. One process only.
         grayscale: the network sees each image as grey (its luminance on the three
             channels): the "Gray" oracle of the paper's figure, with no colour to learn. The
-            bias target (h's colour bins) is still the image's colour.
+            bias target (h's colour bins) is still the image's colour. With the arrays, the
+            test split shows their ``test_gray`` images.
     """
 
     def __init__(
         self,
         data_dir: str = "data",
         color_var: float = 0.02,
+        source: str = "generate",
+        arrays_dir: str | None = None,
         protocol: str = "variance",
         rho: float = 0.99,
         batch_size: int = 128,
         val_fraction: float = 0.1,
         seed: int = 0,
-        palette: Any = "paper",
-        color_noise: str = "clip",
+        palette: Any = "supplement",
+        color_noise: str = "resample",
+        stroke: str = "binary",
         color_bins: int = 8,
         target_size: int = 14,
         num_workers: int = 0,
@@ -320,12 +179,14 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.color_var must be in (0, 1] (sigma^2 in [0,1] colour units), got {color_var}"
             )
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"data.protocol must be one of {PROTOCOLS}, got '{protocol}'")
-        if color_noise not in COLOR_NOISES:
-            raise ConfigError(
-                f"data.color_noise must be one of {COLOR_NOISES}, got '{color_noise}'"
-            )
+        for key, value, choices in (
+            ("source", source, SOURCES),
+            ("protocol", protocol, PROTOCOLS),
+            ("color_noise", color_noise, COLOR_NOISES),
+            ("stroke", stroke, STROKES),
+        ):
+            if value not in choices:
+                raise ConfigError(f"data.{key} must be one of {choices}, got '{value}'")
         if not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
             raise ConfigError(
                 f"data.rho must be in [0, 1] (share of bias-aligned images), got {rho}"
@@ -333,17 +194,21 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         check_loader_settings(batch_size, val_fraction, num_workers)
         check_color_bins(color_bins)
         self.palette = check_palette(palette)
+        self.source = source
+        self.arrays_dir = self._check_arrays_dir(arrays_dir, protocol)
         self.data_dir = Path(data_dir).expanduser().resolve()
-        if self.data_dir.is_file():
-            raise ConfigError(
-                f"data.data_dir must be a folder holding MNIST/raw/, but {self.data_dir} is a file"
-            )
-        raw = self.data_dir / "MNIST" / "raw"
-        if download and not all((raw / name).is_file() for name in MNIST_FILES):
-            check_writable(raw, "data.data_dir", "unpacking or downloading MNIST")
+        if source == "generate":
+            if self.data_dir.is_file():
+                raise ConfigError(
+                    f"data.data_dir must be a folder holding MNIST/raw/, but {self.data_dir} "
+                    f"is a file"
+                )
+            raw = self.data_dir / "MNIST" / "raw"
+            if download and not all((raw / name).is_file() for name in MNIST_FILES):
+                check_writable(raw, "data.data_dir", "unpacking or downloading MNIST")
         self.color_var = float(color_var)
         self.protocol, self.rho = protocol, float(rho)
-        self.color_noise = color_noise
+        self.color_noise, self.stroke = color_noise, stroke
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
@@ -367,15 +232,36 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             target_kind="pixel",
         )
 
+    def _check_arrays_dir(self, arrays_dir: str | None, protocol: str) -> Path | None:
+        if self.source != "arrays":
+            return None
+        if protocol != "variance":
+            raise ConfigError(
+                f"data.source=arrays holds the sigma^2 protocol's data: use "
+                f"data.protocol=variance, got '{protocol}'"
+            )
+        if not arrays_dir:
+            raise ConfigError(
+                "data.source=arrays needs data.arrays_dir: the folder of the authors' "
+                "mnist_10color_jitter_var_<sigma^2>.npy files"
+            )
+        folder = Path(arrays_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"data.arrays_dir must be a folder, got {folder} (not a folder)")
+        return folder
+
     def prepare_data(self) -> None:
-        load_mnist(self.data_dir, self.download)
+        if self.arrays_dir is not None:
+            find_arrays(self.arrays_dir, self.color_var)
+        else:
+            load_mnist(self.data_dir, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         tensors = self._load_cache() if self.cache else None
         if tensors is None:
-            tensors = self.generate()
+            tensors = self.read_arrays() if self.arrays_dir is not None else self.generate()
             if self.cache:
                 self._save_cache(tensors)
         for name, (images, labels, groups) in tensors.items():
@@ -389,14 +275,25 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         train = self.splits["train"]
         return train.labels, train.groups
 
+    def _split(self, num_train: int, split_seed: np.random.SeedSequence) -> tuple[Any, Any]:
+        """Training and validation positions among the ``num_train`` training images."""
+        order = torch.from_numpy(np.random.default_rng(split_seed).permutation(num_train))
+        num_val = int(round(self.val_fraction * len(order)))
+        return order[num_val:], order[:num_val]
+
+    def read_arrays(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The authors' arrays of ``color_var``, split as :meth:`generate` splits MNIST."""
+        path = find_arrays(self.arrays_dir, self.color_var)
+        arrays = read_arrays(path)
+        split_seed = np.random.SeedSequence(self.seed).spawn(3)[0]  # generate()'s split seed
+        fit_index, val_index = self._split(len(arrays["train_label"]), split_seed)
+        return array_splits(arrays, fit_index, val_index, self.grayscale, path)
+
     def generate(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Colour MNIST: ``{split: (uint8 images, labels, colour classes)}`` for train/val/test."""
         train, test = load_mnist(self.data_dir, download=False)
         split_seed, train_seed, test_seed = np.random.SeedSequence(self.seed).spawn(3)
-
-        order = torch.from_numpy(np.random.default_rng(split_seed).permutation(len(train.targets)))
-        num_val = int(round(self.val_fraction * len(order)))
-        fit_index, val_index = order[num_val:], order[:num_val]
+        fit_index, val_index = self._split(len(train.targets), split_seed)
         # One colour draw for all 60k training images, so the split does not change colours.
         train_rng, test_rng = np.random.default_rng(train_seed), np.random.default_rng(test_seed)
         test_groups = torch.from_numpy(test_rng.integers(0, NUM_DIGITS, len(test.targets)))
@@ -406,21 +303,12 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             test_images = colorize_background(test.data, test_groups, self.palette)
         else:
             train_groups = train.targets
+            style = {"noise": self.color_noise, "stroke": self.stroke}
             train_images = colorize(
-                train.data,
-                train_groups,
-                self.palette,
-                self.color_var,
-                train_rng,
-                noise=self.color_noise,
+                train.data, train_groups, self.palette, self.color_var, train_rng, **style
             )
             test_images = colorize(
-                test.data,
-                test_groups,
-                self.palette,
-                self.color_var,
-                test_rng,
-                noise=self.color_noise,
+                test.data, test_groups, self.palette, self.color_var, test_rng, **style
             )
         return {
             "train": (train_images[fit_index], train.targets[fit_index], train_groups[fit_index]),
@@ -429,11 +317,16 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         }
 
     def _cache_file(self) -> Path:
-        palette_id = hashlib.sha1(self.palette.numpy().tobytes()).hexdigest()[:8]
-        bias = f"rho{self.rho:.4f}" if self.protocol == "rebias" else f"var{self.color_var:.4f}"
-        if self.protocol == "variance" and self.color_noise != "clip":
-            bias += f"_{self.color_noise}"
-        key = f"{bias}_val{self.val_fraction:.3f}_seed{self.seed}_pal{palette_id}"
+        split = f"val{self.val_fraction:.3f}_seed{self.seed}"
+        if self.arrays_dir is not None:
+            key = f"arrays_var{self.color_var:.4f}_{split}{'_grey' if self.grayscale else ''}"
+        elif self.protocol == "rebias":
+            key = f"rho{self.rho:.4f}_{split}_pal{palette_name(self.palette.tolist())}"
+        else:
+            style = f"{self.color_noise}_{self.stroke}"
+            key = (
+                f"var{self.color_var:.4f}_{style}_{split}_pal{palette_name(self.palette.tolist())}"
+            )
         return self.data_dir / "colored_mnist_cache" / f"{key}.pt"
 
     def _load_cache(self) -> dict | None:

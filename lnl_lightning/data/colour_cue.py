@@ -1,6 +1,7 @@
 """How well colour alone tells the digit in Colored MNIST's training data, before any training.
 
-``python -m lnl_lightning.data.colour_cue [--color-vars 0.02 0.05] [--noise clip resample]``
+``python -m lnl_lightning.data.colour_cue [--color-vars 0.02 0.05] [--noise clip resample]
+[--palette rebias|supplement]``
 
 For each sigma^2 and colour noise it draws training colours as the data module does (one per
 image, N(palette[digit], sigma^2 I), clipped or resampled) and classifies fresh draws by the
@@ -17,7 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lnl_lightning.data.colored_mnist import COLOR_NOISES, NUM_DIGITS, check_palette, draw_colors
+from lnl_lightning.data.mnist_colors import (
+    COLOR_NOISES,
+    NUM_DIGITS,
+    PALETTES,
+    check_palette,
+    draw_colors,
+)
 
 PAPER_GRID = (0.020, 0.025, 0.030, 0.035, 0.040, 0.045, 0.050)
 
@@ -25,7 +32,7 @@ PAPER_GRID = (0.020, 0.025, 0.030, 0.035, 0.040, 0.045, 0.050)
 def colour_cue_accuracy(
     color_var: float,
     noise: str = "clip",
-    palette: Any = "paper",
+    palette: Any = "rebias",
     per_class: int = 20000,
     seed: int = 0,
 ) -> float:
@@ -43,7 +50,8 @@ def colour_cue_accuracy(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--color-vars", type=float, nargs="+", default=list(PAPER_GRID))
-    parser.add_argument("--noise", nargs="+", choices=COLOR_NOISES, default=list(COLOR_NOISES))
+    parser.add_argument("--noise", nargs="+", choices=COLOR_NOISES, default=["clip", "resample"])
+    parser.add_argument("--palette", choices=sorted(PALETTES), default="rebias")
     parser.add_argument("--per-class", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -51,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("|---|" + "---|" * len(args.noise))
     for color_var in args.color_vars:
         cells = [
-            f"{colour_cue_accuracy(color_var, noise, per_class=args.per_class, seed=args.seed):.3f}"
+            f"{colour_cue_accuracy(color_var, noise, args.palette, args.per_class, args.seed):.3f}"
             for noise in args.noise
         ]
         print(f"| {color_var:g} | " + " | ".join(cells) + " |")

@@ -15,7 +15,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lnl_lightning.data.colored_mnist import PAPER_PALETTE, ColoredImages, colorize
+from lnl_lightning.data.colored_mnist import ColoredImages
+from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL, BiasSpec
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule
@@ -58,7 +59,7 @@ def colored_batches(seed: int = 0) -> list[dict[str, torch.Tensor]]:
     rng = np.random.default_rng(seed)
     labels = torch.from_numpy(rng.integers(0, 10, NUM_BATCHES * BATCH_SIZE))
     digits = torch.from_numpy(fake_digits(labels.numpy(), rng))
-    palette = torch.tensor(PAPER_PALETTE, dtype=torch.float32) / 255
+    palette = torch.tensor(REBIAS_PALETTE, dtype=torch.float32) / 255
     images = colorize(digits, labels, palette, 0.02, rng)
     data = ColoredImages(images, labels, labels, target_size=14, num_bins=8)
     batches = []

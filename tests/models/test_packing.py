@@ -15,7 +15,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lnl_lightning.data.colored_mnist import PAPER_PALETTE, ColoredImages, colorize
+from lnl_lightning.data.colored_mnist import ColoredImages
+from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.device_batches import DeviceBatches
 from lnl_lightning.data.sampling import ResumableLoader
@@ -43,7 +44,7 @@ def colored_data(color_vars: list[float]) -> tuple[torch.Tensor, torch.Tensor, t
     rng = np.random.default_rng(0)
     labels = torch.from_numpy(rng.integers(0, 10, NUM_IMAGES))
     digits = torch.from_numpy(fake_digits(labels.numpy(), rng))
-    palette = torch.tensor(PAPER_PALETTE, dtype=torch.float32) / 255
+    palette = torch.tensor(REBIAS_PALETTE, dtype=torch.float32) / 255
     images = torch.stack([colorize(digits, labels, palette, v, rng) for v in color_vars])
     stacked = labels.expand(len(color_vars), -1).clone()
     return images, stacked, stacked.clone()
