@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 import torch
 
 from lnl_lightning.data.colored_mnist import ColoredImages
-from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL, BiasSpec
+from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule
 

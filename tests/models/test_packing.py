@@ -16,9 +16,9 @@ import pytorch_lightning as pl
 import torch
 
 from lnl_lightning.data.colored_mnist import ColoredImages
-from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.device_batches import DeviceBatches
+from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.data.sampling import ResumableLoader
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
