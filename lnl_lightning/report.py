@@ -39,6 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from lnl_lightning.data.mnist_colors import DATA_KEYS, DEFAULT_DATA, describe_data  # noqa: E402
 from lnl_lightning.figures import save_png  # noqa: E402
 from lnl_lightning.files import ERROR_FILE, METRICS_FILE, write_text_atomic  # noqa: E402
 
@@ -98,7 +99,7 @@ KEY_FIELDS = (
     "lambda",
     "mu",
     "color_var",
-    "color_noise",
+    "data",
     "rho",
     "train_split",
     "task",
@@ -183,10 +184,9 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         "mu": get("model.mu"),
         "step": get("model.step"),
         "color_var": None if rebias else get("data.color_var"),
-        # runs from before data.color_noise existed clipped
-        "color_noise": None
+        "data": None
         if rebias or get("data.color_var") is None
-        else get("data.color_noise") or "clip",
+        else describe_data(*(get(f"data.{k}") for k in DATA_KEYS)),
         "rho": get("data.rho") if rebias else None,
         "train_split": get("data.train_split"),
         "task": get("data.task"),
@@ -293,8 +293,8 @@ def _comparison_rows(rows: list[Row], x_key: str) -> dict[str, dict[float, Row]]
             name += f" ({row.fields['step']} step)"
         if row.fields.get("epochs") is not None:
             name += f", {row.fields['epochs']} epochs"
-        if row.fields.get("color_noise") not in (None, "clip"):
-            name += f", {row.fields['color_noise']} colour noise"
+        if row.fields.get("data") not in (None, DEFAULT_DATA):
+            name += f", {row.fields['data']} data"
         series[name][float(x)] = row
     return series
 
@@ -501,7 +501,7 @@ SERIES_FIELDS = {
     "step": "{} step",
     "lambda": "λ={}",
     "mu": "μ={}",
-    "color_noise": "{} noise",
+    "data": "{} data",
     "rho": "ρ={}",
     "train_split": "train {}",
     "task": "task {}",

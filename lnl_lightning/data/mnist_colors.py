@@ -67,6 +67,23 @@ def palette_name(palette: Any) -> str:
     return "custom-" + hashlib.sha1(values.tobytes()).hexdigest()[:8]
 
 
+DATA_KEYS = ("source", "palette", "stroke", "color_noise")
+DEFAULT_DATA = "supplement binary resample"
+
+
+def describe_data(
+    source: str | None, palette: Any, stroke: str | None, color_noise: str | None
+) -> str:
+    """Which Colored MNIST a run's ``data.*`` keys (:data:`DATA_KEYS`) describe: "arrays" (the
+    authors' files), or the generator's palette, strokes and colour noise. A key a config
+    lacks (written before the key existed) had its first value: ReBias's colours, intensity
+    strokes, clipped noise."""
+    if source == "arrays":
+        return "arrays"
+    name = palette_name(palette) if palette is not None else "rebias"
+    return f"{name} {stroke or 'intensity'} {color_noise or 'clip'}"
+
+
 def check_palette(palette: Any) -> torch.Tensor:
     """Validate ``data.palette`` (a name of :data:`PALETTES` or 10 RGB triples in [0, 255]);
     return it in [0, 1]."""

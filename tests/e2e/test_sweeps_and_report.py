@@ -83,6 +83,9 @@ def test_report_of_the_sweep(lambda_sweep, tmp_path):
         assert f"![{name}]({name})" in text
 
 
+DEFAULT_DATA = {"palette": "supplement", "stroke": "binary", "color_noise": "resample"}
+
+
 def write_run(
     folder: Path,
     method: str,
@@ -104,7 +107,7 @@ def write_run(
             "lambda_": lambda_,
             "mu": mu if mu is not None else (0.1 if method == "lnl" else 0.0),
         },
-        "data": data or {"color_var": 0.03},
+        "data": data or {"color_var": 0.03, **DEFAULT_DATA},
     }
     (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
     metrics = {"test/acc": acc, "test/bias_acc": 0.5, "val/acc": 0.99}
@@ -157,7 +160,12 @@ def test_report_shows_every_method_beside_the_four_published_rows(tmp_path):
     for i, method in enumerate(methods):
         lambda_ = 0.01 if method == "lnl" else 0.0
         write_run(
-            tmp_path / method / "0", method, lambda_, 0, 0.1 * (i + 1), data={"color_var": 0.02}
+            tmp_path / method / "0",
+            method,
+            lambda_,
+            0,
+            0.1 * (i + 1),
+            data={"color_var": 0.02, **DEFAULT_DATA},
         )
     text = write_report(tmp_path).read_text()
     comparison = text.split("against the published numbers")[1].split("## Plots")[0]
@@ -189,27 +197,44 @@ def test_report_keeps_apart_runs_of_other_schedules(tmp_path):
     assert "LNL, 2 epochs" in text and "LNL, 10 epochs" in text  # and of the published one
 
 
-def test_report_keeps_apart_runs_of_other_colour_noise(tmp_path):
-    # a run from before data.color_noise existed has no such key: it clipped
-    for noise, acc in ((None, 0.2), ("resample", 0.4)):
-        data = {"color_var": 0.02} if noise is None else {"color_var": 0.02, "color_noise": noise}
-        folder = tmp_path / str(noise)
+def test_report_keeps_apart_runs_of_other_data(tmp_path):
+    # runs from before data.stroke and data.color_noise existed: ReBias colours ("paper"),
+    # intensity strokes, clipped noise; then one with resampled noise, the default, the arrays
+    old = {"color_var": 0.02, "palette": "paper"}
+    datas = (
+        (old, 0.2),
+        ({**old, "color_noise": "resample"}, 0.3),
+        (
+            {
+                "color_var": 0.02,
+                "palette": "supplement",
+                "stroke": "binary",
+                "color_noise": "resample",
+            },
+            0.4,
+        ),
+        ({"color_var": 0.02, "source": "arrays", "palette": "supplement"}, 0.5),
+    )
+    for i, (data, acc) in enumerate(datas):
+        folder = tmp_path / str(i)
         write_run(folder, "baseline", 0.0, 0, acc, data=data)
         write_curve(folder, f"epoch,step,test/acc,test/bias_acc\n0,10,{acc},0.5\n")
     rows = summarize(collect(tmp_path)[0])
-    assert [(r.fields["color_noise"], r.mean("test/acc")) for r in rows] == [
-        ("clip", 0.2),
-        ("resample", 0.4),
+    assert sorted((r.fields["data"], r.mean("test/acc")) for r in rows) == [
+        ("arrays", 0.5),
+        ("rebias intensity clip", 0.2),
+        ("rebias intensity resample", 0.3),
+        ("supplement binary resample", 0.4),
     ]
     text = write_report(tmp_path).read_text()
-    assert "| color_noise |" in text.splitlines()[4]
+    assert "| data |" in text.splitlines()[4]
     comparison = text.split("against the published numbers")[1].split("## Plots")[0]
-    assert "| baseline | 0.2000 ± 0.0000 (1) |" in comparison
-    assert "| baseline, resample colour noise | 0.4000 ± 0.0000 (1) |" in comparison
+    assert "| baseline | 0.4000 ± 0.0000 (1) |" in comparison  # the default data: no suffix
+    assert "| baseline, rebias intensity clip data | 0.2000 ± 0.0000 (1) |" in comparison
+    assert "| baseline, arrays data | 0.5000 ± 0.0000 (1) |" in comparison
     curves = curve_section(text)
-    assert (
-        "| epochs | baseline, clip noise, σ²=0.02 | baseline, resample noise, σ²=0.02 |" in curves
-    )
+    assert "baseline, arrays data, σ²=0.02" in curves
+    assert "baseline, rebias intensity resample data, σ²=0.02" in curves
 
 
 def test_report_keeps_apart_runs_of_other_method_settings(tmp_path):
@@ -423,7 +448,7 @@ def test_report_draws_the_curve_of_a_run_still_going(tmp_path):
 
 def test_report_curves_read_resumed_logs_in_version_order(tmp_path):
     folder = tmp_path / "run"
-    write_run(folder, "baseline", 0.0, 0, 0.5, data={"color_var": 0.02})
+    write_run(folder, "baseline", 0.0, 0, 0.5, data={"color_var": 0.02, **DEFAULT_DATA})
     header = "epoch,step,test/acc,test/bias_acc\n"
     for version in range(11):  # resumed ten times; epoch 5 logged again by the last one
         epochs = [version] + ([5] if version == 10 else [])
@@ -439,7 +464,7 @@ def test_report_curves_average_seeds_only(tmp_path):
     """Two mu of one method are two curves; two seeds of one mu are one curve, averaged."""
     for name, mu, seed, acc in (("a", 0.1, 0, 0.2), ("b", 0.1, 1, 0.4), ("c", 1.0, 0, 0.9)):
         folder = tmp_path / name
-        write_run(folder, "lnl", 0.01, seed, acc, data={"color_var": 0.02}, mu=mu)
+        write_run(folder, "lnl", 0.01, seed, acc, data={"color_var": 0.02, **DEFAULT_DATA}, mu=mu)
         write_curve(folder, f"epoch,step,test/acc,test/bias_acc\n0,10,{acc},0.5\n")
     text = write_report(tmp_path).read_text()
     curves = curve_section(text)
