@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from lnl_lightning.errors import ConfigError
 
@@ -60,7 +62,9 @@ STROKE_THRESHOLD = 128  # binary strokes: coloured iff MNIST grey > 128 (grey 12
 
 
 def palette_name(palette: Any) -> str:
-    """A short name for ``data.palette``: its own name, or ``custom-<hash>`` for a list."""
+    """A short name for ``data.palette``: its own name, or ``custom-<hash>`` for a list or file."""
+    if isinstance(palette, str) and Path(palette).expanduser().is_file():
+        palette = read_palette_file(Path(palette).expanduser())
     if isinstance(palette, str):
         return PALETTE_ALIASES.get(palette, palette)
     values = np.asarray([list(c) for c in palette], dtype=np.float64)
@@ -84,15 +88,27 @@ def describe_data(
     return f"{name} {stroke or 'intensity'} {color_noise or 'clip'}"
 
 
+def read_palette_file(path: Path) -> list[list[float]]:
+    """The 10 RGB triples of a palette file (YAML, as ``python -m lnl_lightning.data.inspect
+    --write-palette`` writes it)."""
+    try:
+        colors = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"data.palette: {path} does not read as YAML ({err})") from err
+    return colors.get("palette", colors) if isinstance(colors, dict) else colors
+
+
 def check_palette(palette: Any) -> torch.Tensor:
-    """Validate ``data.palette`` (a name of :data:`PALETTES` or 10 RGB triples in [0, 255]);
-    return it in [0, 1]."""
+    """Validate ``data.palette`` (a name of :data:`PALETTES`, a palette file, or 10 RGB triples
+    in [0, 255]); return it in [0, 1]."""
+    if isinstance(palette, str) and Path(palette).expanduser().is_file():
+        palette = read_palette_file(Path(palette).expanduser())
     if isinstance(palette, str):
         name = PALETTE_ALIASES.get(palette, palette)
         if name not in PALETTES:
             raise ConfigError(
-                f"data.palette must be one of {sorted(PALETTES)} or a list of 10 RGB colours, "
-                f"got '{palette}'"
+                f"data.palette must be one of {sorted(PALETTES)}, a palette file or a list of "
+                f"10 RGB colours, got '{palette}'"
             )
         if name != palette:
             log.warning("data.palette=%s is the old name of '%s' (ReBias's colours)", palette, name)
