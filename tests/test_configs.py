@@ -109,6 +109,28 @@ def test_data_module_is_the_one_named(tmp_path, mnist_dir):
     assert isinstance(build(cfg.data), ColoredMNISTDataModule)
 
 
+def test_the_first_data_are_one_choice_after_any_experiment(tmp_path, mnist_dir):
+    """``data=colored_mnist_rebias_colors`` wins over the experiment's data and sets the three
+    keys of the repository's first Colored MNIST, the defaults being the paper-like data."""
+    default = compose_train(["experiment=colored_mnist"], tmp_path)
+    first = compose_train(
+        ["experiment=colored_mnist", "data=colored_mnist_rebias_colors"], tmp_path
+    )
+    assert (default.data.palette, default.data.stroke, default.data.color_noise) == (
+        "supplement",
+        "binary",
+        "resample",
+    )
+    assert (first.data.palette, first.data.stroke, first.data.color_noise) == (
+        "rebias",
+        "intensity",
+        "clip",
+    )
+    assert first.model.method == "lnl" and first.data.source == "generate"
+    dm = build(first.data, data_dir=str(mnist_dir))
+    assert (dm.stroke, dm.color_noise) == ("intensity", "clip")
+
+
 @pytest.mark.parametrize(
     ("experiment", "data_cls", "head"),
     [
