@@ -42,6 +42,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from lnl_lightning.data.mnist_colors import DATA_KEYS, DEFAULT_DATA, describe_data  # noqa: E402
 from lnl_lightning.figures import save_png  # noqa: E402
 from lnl_lightning.files import ERROR_FILE, METRICS_FILE, write_text_atomic  # noqa: E402
+from lnl_lightning.paired import paired_differences  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +366,7 @@ def write_markdown(
         cells += [str(len(row.seeds)), seeds, *(format_value(row, m) for m in columns)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += published_comparison(rows)
+    lines += paired_differences(rows, method_label)
     lines += curves or []
     lines += ["", "## Plots", ""]
     for name, reason in plots.items():

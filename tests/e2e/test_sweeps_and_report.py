@@ -470,3 +470,17 @@ def test_report_curves_average_seeds_only(tmp_path):
     curves = curve_section(text)
     assert "| epochs | LNL, μ=0.1, σ²=0.02 | LNL, μ=1.0, σ²=0.02 |" in curves
     assert "| 1 | 0.3000 (0.500) | 0.9000 (0.500) |" in curves
+
+
+def test_report_pairs_each_method_with_the_baseline_of_its_seed(tmp_path):
+    accs = {("baseline", 0): 0.20, ("baseline", 1): 0.30, ("lnl", 0): 0.25, ("lnl", 1): 0.32}
+    for (method, seed), acc in accs.items():
+        write_run(tmp_path / f"{method}{seed}", method, 0.01 if method == "lnl" else 0.0, seed, acc)
+    # another sigma^2 has no baseline: no pair
+    write_run(tmp_path / "lnl_other", "lnl", 0.01, 0, 0.9, data={"color_var": 0.05, **DEFAULT_DATA})
+    text = write_report(tmp_path).read_text()
+    paired = text.split("## Paired differences from the baseline")[1].split("##")[0]
+    (line,) = [row for row in paired.splitlines() if row.startswith("| LNL")]
+    assert "color_var=0.03" in line and "| 0,1 |" in line
+    assert "+0.0350 ± 0.0212 (+0.0500, +0.0200)" in line
+    assert "color_var=0.05" not in paired
