@@ -95,5 +95,5 @@ def test_cli_writes_tables_grids_and_a_palette_the_data_module_reads(tmp_path, m
     assert (out / "samples_arrays_0.020.png").stat().st_size > 0
     assert (out / "samples_supplement_binary_resample_0.020.png").stat().st_size > 0
     dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), palette=str(palette))
-    assert dm.palette.shape == (10, 3) and 0 <= dm.palette.min() and dm.palette.max() <= 1
+    assert dm.palette.shape == (10, 3) and dm.palette.min() >= 0 and dm.palette.max() <= 1
     assert "wrote" in capsys.readouterr().out
