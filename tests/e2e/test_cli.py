@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ..helpers.cli import METRIC_KEYS, run_cli, run_ok
+from ..helpers.signal_callback import record_batches, recorded
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,9 @@ def test_checkpoint_holds_both_optimizers_and_schedulers(lnl_run):
 def test_resume_continues_from_the_checkpoint(lnl_run, tmp_path, mnist_dir):
     first = json.loads((lnl_run / "metrics.json").read_text())
     resumed_dir = tmp_path / "resumed"
+    record = tmp_path / "batches.txt"
     run_ok(
+        *record_batches(record),
         "experiment=colored_mnist",
         "debug=fast",
         f"data.data_dir={mnist_dir}",
@@ -82,6 +85,7 @@ def test_resume_continues_from_the_checkpoint(lnl_run, tmp_path, mnist_dir):
     resumed = json.loads((resumed_dir / "metrics.json").read_text())
     assert first["epochs"] == 1 and resumed["epochs"] == 2
     assert resumed["global_step"] == 2 * first["global_step"]
+    assert recorded(record) == [(1, 0), (1, 1), (1, 2)]  # epoch 1 alone: a resume, not a rerun
 
 
 BAD_INPUTS = [

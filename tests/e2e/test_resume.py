@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from ..helpers.cli import run_cli, run_ok
+from ..helpers.signal_callback import record_batches, recorded
 
 
 def kill_at(batch: int, signum: str = "SIGTERM") -> list[str]:
@@ -60,7 +62,23 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1 and batches_into_epoch(saved) == 30
 
-    run_ok(*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last", cwd=tmp_path)
+    record = tmp_path / "resumed_batches.txt"
+    run_ok(
+        *overrides,
+        *record_batches(record),
+        f"hydra.run.dir={run_dir}",
+        "ckpt_path=last",
+        cwd=tmp_path,
+    )
+    # the resumed process trained exactly the batches the killed one had not: epoch 1 from
+    # batch 30 on, then epoch 2 (a run that ignored its checkpoint would start at (0, 0))
+    expected = [(1, i) for i in range(30, BATCHES_PER_EPOCH)]
+    expected += [(2, i) for i in range(BATCHES_PER_EPOCH)]
+    assert recorded(record) == expected
+    # and logged no epoch it had already finished
+    with (run_dir / "csv" / "version_1" / "metrics.csv").open() as file:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(file) if row["epoch"]}
+    assert min(epochs) == 1
     straight_dir = tmp_path / "straight"
     run_ok(*overrides, f"hydra.run.dir={straight_dir}", cwd=tmp_path)
 
@@ -116,10 +134,11 @@ def test_slurm_time_limit_signal_checkpoints_requeues_and_the_requeued_job_resum
     hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
     assert hpc["epoch"] == 1 and batches_into_epoch(hpc) == 10
 
-    # the requeued job: same command, no ckpt_path; Lightning finds hpc_ckpt_1.ckpt
-    requeued = run_ok(*args, cwd=tmp_path, SLURM_RESTART_COUNT="1", **slurm)
-    log = (run_dir / "__main__.log").read_text()
-    assert "hpc_ckpt_1.ckpt" in requeued.stdout + requeued.stderr + log
+    # the requeued job: same command, no ckpt_path; Lightning finds hpc_ckpt_1.ckpt and
+    # trains only what the first job had not (epoch 1 from batch 10 on)
+    record = tmp_path / "requeued_batches.txt"
+    run_ok(*args, *record_batches(record), cwd=tmp_path, SLURM_RESTART_COUNT="1", **slurm)
+    assert recorded(record) == [(1, i) for i in range(10, BATCHES_PER_EPOCH)]
     summary = json.loads((run_dir / "metrics.json").read_text())
     steps_per_batch = hpc["global_step"] // (BATCHES_PER_EPOCH + batches_into_epoch(hpc))
     assert summary["epochs"] == 2

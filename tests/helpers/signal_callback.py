@@ -1,6 +1,6 @@
-"""A callback that signals its own process at a chosen training batch: a kill at a known point.
-
-Used through the CLI: ``+callbacks.kill._target_=tests.helpers.signal_callback.SignalAtBatch``.
+"""Callbacks for CLI tests: a signal at a chosen training batch (a kill at a known point), and
+a record of the batches a process trains (what tells a resume from a rerun). Used through the
+CLI: ``+callbacks.kill._target_=tests.helpers.signal_callback.SignalAtBatch``.
 """
 
 from __future__ import annotations
@@ -23,3 +23,31 @@ class SignalAtBatch(pl.Callback):
     ) -> None:
         if (trainer.current_epoch, i) == (self.epoch, self.batch):
             os.kill(os.getpid(), self.signum)
+
+
+class RecordBatches(pl.Callback):
+    """Append ``<epoch> <batch>`` for every training batch this process trains to ``path``:
+    what only a real resume shows (a rerun from scratch ends the same on a CPU)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        with open(self.path, "a") as file:
+            file.write(f"{trainer.current_epoch} {i}\n")
+
+
+def record_batches(path: Any) -> list[str]:
+    """Overrides that add :class:`RecordBatches` writing to ``path``."""
+    return [
+        "+callbacks.record._target_=tests.helpers.signal_callback.RecordBatches",
+        f"+callbacks.record.path={path}",
+    ]
+
+
+def recorded(path: Any) -> list[tuple[int, int]]:
+    """The ``(epoch, batch)`` pairs :class:`RecordBatches` wrote."""
+    with open(path) as file:
+        return [tuple(map(int, line.split())) for line in file]
