@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ..helpers.cli import METRIC_KEYS, run_cli, run_ok
+from ..helpers.signal_callback import record_batches, recorded
 
 SMALL = ["debug=fast", "data.batch_size=32", "print_config=false"]
 
@@ -58,7 +59,9 @@ def test_lff_checkpoint_holds_its_twin_and_per_sample_state(method_runs):
 def test_lff_resumes_with_its_per_sample_state(method_runs, tmp_path, mnist_dir):
     run_dir = tmp_path / "lff"
     shutil.copytree(method_runs / "lff", run_dir)
+    record = tmp_path / "batches.txt"
     run_ok(
+        *record_batches(record),
         "experiment=colored_mnist",
         "model=lff",
         *SMALL,
@@ -73,6 +76,7 @@ def test_lff_resumes_with_its_per_sample_state(method_runs, tmp_path, mnist_dir)
     before, after = first["state_dict"]["sample_seen"], state["sample_seen"]
     # the first epoch's images are still known (the tables came back), and more were seen
     assert after[before].all() and 96 < after.sum() <= 2 * 96
+    assert recorded(record) == [(1, 0), (1, 1), (1, 2)]  # a resume: epoch 1 alone
 
 
 def test_the_method_label_comes_from_the_model_yaml_not_the_weights(tmp_path, mnist_dir):

@@ -121,8 +121,17 @@ def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
         )
     again = json.loads((resumed / "metrics.json").read_text())
     assert (again["epochs"], again["global_step"]) == (2, quick["global_step"])
+    # the second process logged epoch 1 alone: it resumed (a rerun would log epoch 0 again)
+    assert (
+        0 in logged_epochs(resumed, "version_0") and min(logged_epochs(resumed, "version_1")) == 1
+    )
     assert again["metrics"] == quick["metrics"]
     assert (resumed / "pack" / "checkpoints" / "last.ckpt").is_file()
+
+
+def logged_epochs(run: Path, version: str) -> set[int]:
+    with (run / "csv" / version / "metrics.csv").open() as file:
+        return {int(row["epoch"]) for row in csv.DictReader(file) if row.get("epoch")}
 
 
 def test_the_launcher_groups_jobs_that_can_share_a_pack(packed_sweep):
