@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from lnl_lightning.data.colored_mnist import ColoredImages
-from lnl_lightning.data.contract import BiasSpec
+from lnl_lightning.data.contract import LABEL, BiasSpec
 from lnl_lightning.data.device_batches import DeviceBatches
 from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.data.sampling import ResumableLoader
@@ -309,3 +309,53 @@ def test_capture_and_replay_bookkeeping_trains_as_the_eager_step():
     # halves, so a new capture; the short last batch of each epoch never captured
     assert captures == [BATCH_SIZE, BATCH_SIZE]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+HOST_SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+def written_tensors(pack_: PackedLNLModule, optimizers) -> dict[str, torch.Tensor]:
+    """What a captured step writes that outlives it: weights, buffers (the epoch sums and
+    counters included) and the optimizers' state (gradients live in the graph's own pool)."""
+    tensors = dict(pack_.named_parameters())
+    tensors.update(pack_.named_buffers())
+    for i, optimizer in enumerate(optimizers):
+        for p, state in optimizer.state.items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"opt{i}.{id(p)}.{key}"] = value
+    return tensors
+
+
+def test_the_graph_step_writes_in_place_and_never_syncs_with_the_host(monkeypatch):
+    """What a CUDA graph needs, checked on a CPU: every tensor the step writes keeps its
+    storage from step to step (a replay writes where the capture wrote; ``x = x + 1`` would
+    freeze it on a GPU), across an epoch start too, and the step never reads a value back."""
+    images, labels, groups = colored_data([0.02, 0.05])
+    pack_ = PackedLNLModule([member(0, 0.01, 0.1), member(1, 0.05, 0.2)], cuda_graph=True)
+    loader = DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8)
+    quiet_trainer(max_epochs=1, limit_train_batches=1).fit(pack_, train_dataloaders=loader)
+    raw = [opt.optimizer for opt in pack_.optimizers()]
+    batch = next(iter(loader))
+    inputs = {key: value.clone() for key, value in batch.items()}
+    held = written_tensors(pack_, raw)  # held, so a new tensor cannot reuse their memory
+    before = {name: t.data_ptr() for name, t in held.items()}
+    steps = int(pack_.steps_done)
+    sums = pack_.train_sums.clone()
+
+    def no_sync(*args, **kwargs):
+        raise AssertionError("the captured step read a tensor back to the host")
+
+    with monkeypatch.context() as patch:
+        for name in HOST_SYNCS:
+            patch.setattr(torch.Tensor, name, no_sync)
+        for _ in range(2):
+            pack_._step(inputs, *raw, backward=lambda loss: loss.backward())
+        pack_.on_train_epoch_start()  # the epoch sums are zeroed in place
+        pack_._step(inputs, *raw, backward=lambda loss: loss.backward())
+    after = {name: t.data_ptr() for name, t in written_tensors(pack_, raw).items()}
+    assert after.keys() == before.keys()
+    moved = [name for name in before if after[name] != before[name]]
+    assert not moved, f"reallocated by the step: {moved}"
+    assert int(pack_.steps_done) == steps + 3 and not torch.equal(pack_.train_sums, sums)
+    assert torch.equal(inputs[LABEL], batch[LABEL])  # the captured inputs are only read
