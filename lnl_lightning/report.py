@@ -39,7 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from lnl_lightning.data.mnist_colors import DATA_KEYS, DEFAULT_DATA, describe_data  # noqa: E402
+from lnl_lightning.data.mnist_colors import DEFAULT_DATA, describe_data  # noqa: E402
 from lnl_lightning.figures import save_png  # noqa: E402
 from lnl_lightning.files import ERROR_FILE, METRICS_FILE, write_text_atomic  # noqa: E402
 from lnl_lightning.paired import paired_differences  # noqa: E402
@@ -185,9 +185,7 @@ def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
         "mu": get("model.mu"),
         "step": get("model.step"),
         "color_var": None if rebias else get("data.color_var"),
-        "data": None
-        if rebias or get("data.color_var") is None
-        else describe_data(*(get(f"data.{k}") for k in DATA_KEYS)),
+        "data": None if rebias or get("data.color_var") is None else describe_data(get("data")),
         "rho": get("data.rho") if rebias else None,
         "train_split": get("data.train_split"),
         "task": get("data.task"),

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ProgressBar
 
 from lnl_lightning.config import build
 from lnl_lightning.data.contract import BiasSpec
-from lnl_lightning.data.mnist_colors import DATA_KEYS, describe_data
+from lnl_lightning.data.mnist_colors import describe_data
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.files import METRICS_FILE, load_checkpoint, write_text_atomic
 from lnl_lightning.loggers import build_loggers, finish_loggers
@@ -241,9 +241,7 @@ def run_fields(cfg: DictConfig) -> dict[str, Any]:
         "lambda": cfg.model.get("lambda_"),
         "mu": cfg.model.get("mu"),
         "color_var": cfg.data.get("color_var"),
-        "data": describe_data(*(cfg.data.get(k) for k in DATA_KEYS))
-        if cfg.data.get("color_var") is not None
-        else None,
+        "data": describe_data(cfg.data) if cfg.data.get("color_var") is not None else None,
         "seed": cfg.seed,
         "study": cfg.task_name,
     }

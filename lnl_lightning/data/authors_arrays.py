@@ -98,17 +98,27 @@ def stroke_colors(images: torch.Tensor) -> torch.Tensor:
     return (images.float() * stroke).sum((2, 3)) / count[:, None] / 255.0
 
 
+def channels_first(arrays: dict[str, np.ndarray], key: str) -> torch.Tensor:
+    """``arrays[key]``, ``(N, 28, 28, 3)``, as a ``(N, 3, 28, 28)`` tensor."""
+    return torch.from_numpy(np.ascontiguousarray(arrays[key].transpose(0, 3, 1, 2)))
+
+
+def digit_means(colors: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-digit mean of ``(N, 3)`` colours (NaN for a digit without images)."""
+    counts = labels.bincount(minlength=NUM_DIGITS)
+    sums = torch.zeros(NUM_DIGITS, colors.shape[1]).index_add_(0, labels, colors.float())
+    return sums / counts[:, None]
+
+
 def bias_groups(
     images: dict[str, torch.Tensor], train_labels: torch.Tensor, path: Path
 ) -> dict[str, torch.Tensor]:
     """Each image's colour class: the nearest of the training images' per-digit mean colours."""
-    train_colors = stroke_colors(images["train"])
     counts = train_labels.bincount(minlength=NUM_DIGITS)
     if (counts == 0).any():
         absent = (counts == 0).nonzero().flatten().tolist()
         raise DataError(f"{path}: the training split has no image of the digits {absent}")
-    means = torch.zeros(NUM_DIGITS, 3).index_add_(0, train_labels, train_colors)
-    means /= counts[:, None]
+    means = digit_means(stroke_colors(images["train"]), train_labels)
     return {
         split: torch.cdist(stroke_colors(split_images), means).argmin(1)
         for split, split_images in images.items()
@@ -128,11 +138,8 @@ def array_splits(
     arrays. ``grey_test``: the test split shows ``test_gray`` (on three channels), for the Gray
     oracle; its colour classes stay those of ``test_image``.
     """
-
-    def channels_first(key: str) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(arrays[key].transpose(0, 3, 1, 2)))
-
-    train_images, test_images = channels_first("train_image"), channels_first("test_image")
+    train_images = channels_first(arrays, "train_image")
+    test_images = channels_first(arrays, "test_image")
     train_labels = torch.from_numpy(arrays["train_label"].astype(np.int64))
     test_labels = torch.from_numpy(arrays["test_label"].astype(np.int64))
     images = {

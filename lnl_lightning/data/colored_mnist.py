@@ -285,15 +285,28 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         """The authors' arrays of ``color_var``, split as :meth:`generate` splits MNIST."""
         path = find_arrays(self.arrays_dir, self.color_var)
         arrays = read_arrays(path)
-        split_seed = np.random.SeedSequence(self.seed).spawn(3)[0]  # generate()'s split seed
-        fit_index, val_index = self._split(len(arrays["train_label"]), split_seed)
+        fit_index, val_index = self._split(len(arrays["train_label"]), self._seeds()[0])
         return array_splits(arrays, fit_index, val_index, self.grayscale, path)
 
     def generate(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Colour MNIST: ``{split: (uint8 images, labels, colour classes)}`` for train/val/test."""
         train, test = load_mnist(self.data_dir, download=False)
-        split_seed, train_seed, test_seed = np.random.SeedSequence(self.seed).spawn(3)
-        fit_index, val_index = self._split(len(train.targets), split_seed)
+        fit_index, val_index = self._split(len(train.targets), self._seeds()[0])
+        train_images, train_groups, test_images, test_groups = self.color(train, test)
+        return {
+            "train": (train_images[fit_index], train.targets[fit_index], train_groups[fit_index]),
+            "val": (train_images[val_index], train.targets[val_index], train_groups[val_index]),
+            "test": (test_images, test.targets.clone(), test_groups),
+        }
+
+    def _seeds(self) -> list[np.random.SeedSequence]:
+        """From ``data.seed``: the split's, the training colours' and the test colours' seeds."""
+        return np.random.SeedSequence(self.seed).spawn(3)
+
+    def color(self, train: Any, test: Any) -> tuple[torch.Tensor, ...]:
+        """All of MNIST's training and test images coloured, in MNIST's order: training images
+        and colour classes, test images and colour classes."""
+        _, train_seed, test_seed = self._seeds()
         # One colour draw for all 60k training images, so the split does not change colours.
         train_rng, test_rng = np.random.default_rng(train_seed), np.random.default_rng(test_seed)
         test_groups = torch.from_numpy(test_rng.integers(0, NUM_DIGITS, len(test.targets)))
@@ -310,11 +323,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             test_images = colorize(
                 test.data, test_groups, self.palette, self.color_var, test_rng, **style
             )
-        return {
-            "train": (train_images[fit_index], train.targets[fit_index], train_groups[fit_index]),
-            "val": (train_images[val_index], train.targets[val_index], train_groups[val_index]),
-            "test": (test_images, test.targets.clone(), test_groups),
-        }
+        return train_images, train_groups, test_images, test_groups
 
     def _cache_file(self) -> Path:
         split = f"val{self.val_fraction:.3f}_seed{self.seed}"

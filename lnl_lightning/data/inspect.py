@@ -28,14 +28,15 @@ import torch
 from scipy.optimize import brentq
 from scipy.stats import chi2_contingency, truncnorm
 
-from lnl_lightning.data.authors_arrays import find_arrays, read_arrays, stroke_colors
-from lnl_lightning.data.mnist_colors import (
-    NUM_DIGITS,
-    STROKE_THRESHOLD,
-    check_palette,
-    colorize,
-    describe_data,
+from lnl_lightning.data.authors_arrays import (
+    channels_first,
+    digit_means,
+    find_arrays,
+    read_arrays,
+    stroke_colors,
 )
+from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
+from lnl_lightning.data.mnist_colors import NUM_DIGITS, STROKE_THRESHOLD, describe_data
 from lnl_lightning.data.mnist_files import load_mnist
 from lnl_lightning.files import write_text_atomic
 
@@ -80,55 +81,37 @@ class Source:
     def name(self) -> str:
         if self.arrays_dir is not None:
             return "arrays"
-        return describe_data("generate", *(self.settings[k] for k in GENERATOR_KEYS))
+        return describe_data(self.settings)
 
     def splits(self, color_var: float, mnist: tuple | None, seed: int) -> dict[str, Split]:
         """The training and test images of this source at ``color_var``."""
         if self.arrays_dir is not None:
             arrays = read_arrays(find_arrays(self.arrays_dir, color_var))
-
-            def images(key: str) -> torch.Tensor:
-                return torch.from_numpy(np.ascontiguousarray(arrays[key].transpose(0, 3, 1, 2)))
-
             train_grey = mnist[0].data if mnist is not None else None  # MNIST's training order
+            test_grey = torch.from_numpy(arrays["test_gray"])
             return {
                 "train": Split(
-                    images("train_image"),
-                    torch.from_numpy(arrays["train_label"]).long(),
-                    train_grey,
+                    channels_first(arrays, "train_image"), labels(arrays, "train"), train_grey
                 ),
                 "test": Split(
-                    images("test_image"),
-                    torch.from_numpy(arrays["test_label"]).long(),
-                    torch.from_numpy(arrays["test_gray"]),
+                    channels_first(arrays, "test_image"), labels(arrays, "test"), test_grey
                 ),
             }
         if mnist is None:
             raise SystemExit("--data-dir must hold MNIST/raw/ to inspect generated data")
-        palette = check_palette(self.settings["palette"])
-        style = {"noise": self.settings["color_noise"], "stroke": self.settings["stroke"]}
-        _, train_seed, test_seed = np.random.SeedSequence(seed).spawn(3)  # as the data module
+        generator = ColoredMNISTDataModule(
+            data_dir="unused", color_var=color_var, seed=seed, download=False, **self.settings
+        )
         train, test = mnist
-        test_rng = np.random.default_rng(test_seed)
-        test_classes = torch.from_numpy(test_rng.integers(0, NUM_DIGITS, len(test.targets)))
-        rng = np.random.default_rng(train_seed)
+        train_images, _, test_images, _ = generator.color(train, test)
         return {
-            "train": Split(
-                colorize(train.data, train.targets, palette, color_var, rng, **style),
-                train.targets,
-                train.data,
-            ),
-            "test": Split(
-                colorize(test.data, test_classes, palette, color_var, test_rng, **style),
-                test.targets,
-                test.data,
-            ),
+            "train": Split(train_images, train.targets, train.data),
+            "test": Split(test_images, test.targets, test.data),
         }
 
 
-def digit_means(colors: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-digit mean of ``(N, 3)`` colours."""
-    return torch.stack([colors[labels == d].mean(0) for d in range(NUM_DIGITS)])
+def labels(arrays: dict[str, np.ndarray], split: str) -> torch.Tensor:
+    return torch.from_numpy(arrays[f"{split}_label"].astype(np.int64))
 
 
 def distinct_colors(images: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +72,19 @@ def palette_name(palette: Any) -> str:
     return "custom-" + hashlib.sha1(values.tobytes()).hexdigest()[:8]
 
 
-DATA_KEYS = ("source", "palette", "stroke", "color_noise")
 DEFAULT_DATA = "supplement binary resample"
 
 
-def describe_data(
-    source: str | None, palette: Any, stroke: str | None, color_noise: str | None
-) -> str:
-    """Which Colored MNIST a run's ``data.*`` keys (:data:`DATA_KEYS`) describe: "arrays" (the
-    authors' files), or the generator's palette, strokes and colour noise. A key a config
-    lacks (written before the key existed) had its first value: ReBias's colours, intensity
-    strokes, clipped noise."""
-    if source == "arrays":
+def describe_data(data: Mapping[str, Any]) -> str:
+    """Which Colored MNIST a run's ``data`` config describes: "arrays" (the authors' files),
+    or the generator's palette, strokes and colour noise. A key a config lacks (written
+    before the key existed) had its first value: ReBias's colours, intensity strokes, clipped
+    noise."""
+    if data.get("source") == "arrays":
         return "arrays"
+    palette = data.get("palette")
     name = palette_name(palette) if palette is not None else "rebias"
-    return f"{name} {stroke or 'intensity'} {color_noise or 'clip'}"
+    return f"{name} {data.get('stroke') or 'intensity'} {data.get('color_noise') or 'clip'}"
 
 
 def read_palette_file(path: Path) -> list[list[float]]:

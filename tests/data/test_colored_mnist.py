@@ -28,6 +28,8 @@ from lnl_lightning.data.mnist_colors import (
 )
 from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
+from ..helpers.fixtures import one_colour_per_class
+
 PALETTE = torch.tensor(SUPPLEMENT_PALETTE, dtype=torch.float32) / 255  # the default
 REBIAS = torch.tensor(REBIAS_PALETTE, dtype=torch.float32) / 255
 
@@ -40,18 +42,11 @@ def clipped_normal_mean(mean: torch.Tensor, std: float) -> torch.Tensor:
     return (1 - unit.cdf(b)) + mean * (unit.cdf(b) - unit.cdf(a)) + std * (pdf(a) - pdf(b))
 
 
-def image_colors(images: torch.Tensor) -> torch.Tensor:
-    """Colour of each image, read at its brightest grey pixel (intensity 255 in the fixtures)."""
-    return images[:, :, 0, 0].float() / 255
-
-
 @pytest.mark.parametrize("color_var", [0.02, 0.05])
 def test_clipped_train_colors_follow_the_class_mean_and_variance(color_var):
     per_class = 3000
-    classes = torch.arange(10).repeat_interleave(per_class)
-    digits = torch.full((len(classes), 1, 1), 255, dtype=torch.uint8)
-    rng = np.random.default_rng(0)
-    colors = image_colors(colorize(digits, classes, REBIAS, color_var, rng, noise="clip"))
+    classes, colors = one_colour_per_class(REBIAS, color_var, per_class, seed=0, noise="clip")
+    colors = colors.float() / 255
     std = math.sqrt(color_var)
     for c in range(10):
         got = colors[classes == c]
@@ -369,10 +364,8 @@ def test_default_data_are_binarised_flat_colours_with_noise_redrawn_inside(mnist
 @pytest.mark.parametrize("color_var", [0.02, 0.05])
 def test_default_colours_per_digit_follow_the_truncated_normal_in_bytes(color_var):
     per_class = 4000
-    classes = torch.arange(10).repeat_interleave(per_class)
-    digits = torch.full((len(classes), 1, 1), 255, dtype=torch.uint8)
-    rng = np.random.default_rng(2)
-    colors = colorize(digits, classes, PALETTE, color_var, rng)[:, :, 0, 0].double()
+    _, colors = one_colour_per_class(PALETTE, color_var, per_class, seed=2)
+    colors = colors.double()
     std = math.sqrt(color_var)
     mean = PALETTE.double()
     a, b = (0 - mean) / std, (1 - mean) / std

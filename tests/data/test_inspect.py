@@ -9,10 +9,11 @@ from scipy.stats import truncnorm
 
 from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
 from lnl_lightning.data.inspect import Source, distinct_colors, inspect, main, palette_for
-from lnl_lightning.data.mnist_colors import SUPPLEMENT_PALETTE, colorize
+from lnl_lightning.data.mnist_colors import SUPPLEMENT_PALETTE
 from lnl_lightning.data.mnist_files import load_mnist
 
 from ..helpers.authors_arrays import authors_arrays, write_authors_arrays
+from ..helpers.fixtures import one_colour_per_class
 
 FIRST_DATA = "generate:palette=rebias,stroke=intensity,color_noise=clip"
 
@@ -57,10 +58,8 @@ def test_the_arrays_read_like_the_generator_that_made_them(tmp_path, mnist_dir):
 def test_the_palette_file_inverts_the_noise(color_var):
     """Images drawn with the written palette have the means the palette was read from."""
     per_class = 20000
-    classes = torch.arange(10).repeat_interleave(per_class)
-    digits = torch.full((len(classes), 1, 1), 255, dtype=torch.uint8)
     truth = torch.tensor(SUPPLEMENT_PALETTE).float() / 255
-    drawn = colorize(digits, classes, truth, color_var, np.random.default_rng(0))[:, :, 0, 0]
+    classes, drawn = one_colour_per_class(truth, color_var, per_class, seed=0)
     means = torch.stack([drawn[classes == d].float().mean(0) for d in range(10)])
     estimated = torch.tensor(palette_for(means, color_var))
     # far from the bounds the truncation is mild; the inversion recovers the mean colour

@@ -80,3 +80,16 @@ def fit_on_batches(module, batches: list[dict], **trainer_kwargs):
     trainer = quiet_trainer(**trainer_kwargs)
     trainer.fit(module, DataLoader(batches, batch_size=None, collate_fn=pass_batch))
     return trainer
+
+
+def one_colour_per_class(
+    palette: torch.Tensor, color_var: float, per_class: int, seed: int, **style
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` one-pixel images of grey 255 per palette colour, coloured by ``colorize``:
+    the classes and each image's uint8 colour ``(N, 3)``."""
+    from lnl_lightning.data.mnist_colors import colorize
+
+    classes = torch.arange(len(palette)).repeat_interleave(per_class)
+    digits = torch.full((len(classes), 1, 1), 255, dtype=torch.uint8)
+    rng = np.random.default_rng(seed)
+    return classes, colorize(digits, classes, palette, color_var, rng, **style)[:, :, 0, 0]
