@@ -17,3 +17,17 @@ def test_a_write_killed_halfway_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left
     write_text_atomic(path, "new")
     assert path.read_text() == "new"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask_as_open_does(tmp_path, umask):
+    import os
+
+    old = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "metrics.json", "{}")
+        (tmp_path / "plain.txt").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "metrics.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask
