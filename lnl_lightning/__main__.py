@@ -36,6 +36,7 @@ def main(cfg: DictConfig) -> float:
 
     from lnl_lightning.train import run  # heavy imports after Hydra has parsed the command line
 
+    (Path(HydraConfig.get().runtime.output_dir) / ERROR_FILE).unlink(missing_ok=True)  # a new try
     try:
         metrics = run(cfg)
     except SIGTERMException:

@@ -1,9 +1,10 @@
-"""Hydra callback that ends a multirun with a list of the jobs that failed."""
+"""Hydra callback that ends a multirun with a list of the jobs that failed, and exit status 1."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,21 @@ log = logging.getLogger("lnl_lightning.sweep")
 
 
 class FailedJobsReport(Callback):
-    """After a multirun, log each failed job's folder and error (from its ``error.json``)."""
+    """After a multirun, log each failed job's folder and error (from its ``error.json``).
+
+    A sweep goes on past a failed job, but the process then exits with status 1, so that
+    scripts (``make compare``) see that something failed. Each job removes its folder's old
+    ``error.json`` when it starts, so only this sweep's failures count.
+    """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        failed = sorted(sweep_dir.glob(f"*/{ERROR_FILE}"))
-        done = sorted(sweep_dir.glob(f"*/{METRICS_FILE}"))
+        failed = sorted(sweep_dir.rglob(ERROR_FILE))
+        done = sorted(sweep_dir.rglob(METRICS_FILE))
         if not failed:
             log.info("Multirun finished: %d job(s) completed in %s", len(done), sweep_dir)
             return
         log.error("Multirun finished: %d job(s) completed, %d failed:", len(done), len(failed))
         for path in failed:
             log.error("  %s: %s", path.parent, json.loads(path.read_text())["error"])
+        sys.exit(1)

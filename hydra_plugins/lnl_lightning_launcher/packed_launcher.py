@@ -104,6 +104,7 @@ class PackedLauncher(Launcher):
         from lnl_lightning.files import ERROR_FILE, write_text_atomic
         from lnl_lightning.train import run
 
+        (Path(cfg.paths.output_dir) / ERROR_FILE).unlink(missing_ok=True)  # a new try
         try:
             metrics = run(OmegaConf.merge(cfg, {"perf": {"packed": False}}))
         except Exception as err:  # the sweep goes on, as with single jobs
@@ -123,6 +124,8 @@ class PackedLauncher(Launcher):
         from lnl_lightning.packed_train import run_packed
 
         cfgs = [cfg for _, cfg in jobs]
+        for cfg in cfgs:
+            (Path(cfg.paths.output_dir) / ERROR_FILE).unlink(missing_ok=True)  # a new try
         try:
             results = run_packed(cfgs, pack_dir)
         except Exception as err:  # the sweep goes on with the next pack, as with single jobs

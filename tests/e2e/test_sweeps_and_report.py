@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.report import collect, epoch_curve, summarize, write_report
 
-from ..helpers.cli import REPO, run_ok
+from ..helpers.cli import REPO, run_cli, run_ok
 from ..helpers.wandb_records import read_run
 
 SWEEPS = sorted(
@@ -278,18 +278,22 @@ def test_report_cli_rejects_a_missing_folder(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path, mnist_dir):
-    result = run_ok(
-        "-m",
-        "experiment=colored_mnist",
-        "debug=fast",
-        "data.color_var=-1,0.02",
-        f"data.data_dir={mnist_dir}",
-        "data.batch_size=32",
-        f"paths.log_dir={tmp_path}",
-        "print_config=false",
-        cwd=tmp_path,
-    )
+def test_a_failing_job_does_not_stop_the_sweep_but_fails_the_command(tmp_path, mnist_dir):
+    def sweep(color_vars: str):
+        return run_cli(
+            "-m",
+            "experiment=colored_mnist",
+            "debug=fast",
+            f"data.color_var={color_vars}",
+            f"data.data_dir={mnist_dir}",
+            "data.batch_size=32",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "print_config=false",
+            cwd=tmp_path,
+        )
+
+    result = sweep("-1,0.02")
+    assert result.returncode == 1, result.stderr[-2000:]  # scripts see that a job failed
     failed, done = job_dirs(tmp_path)
     assert (
         "data.color_var must be in (0, 1]"
@@ -297,6 +301,10 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, mnist_dir):
     )
     assert (done / "metrics.json").is_file()
     assert "1 job(s) completed, 1 failed" in result.stdout + result.stderr
+    # the failed job run again, now right, in the same folder: its old error no longer counts
+    again = sweep("0.03,0.02")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not (failed / "error.json").exists() and (failed / "metrics.json").is_file()
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
@@ -348,7 +356,7 @@ def run_make(target: str, *variables: str) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=3600,  # a hang guard only
         env={**os.environ, "WANDB_MODE": "disabled"},
     )
 
@@ -484,3 +492,18 @@ def test_report_pairs_each_method_with_the_baseline_of_its_seed(tmp_path):
     assert "color_var=0.03" in line and "| 0,1 |" in line
     assert "+0.0350 ± 0.0212 (+0.0500, +0.0200)" in line
     assert "color_var=0.05" not in paired
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (["LNL_DATA_DIR=/mnist/here"], "data.data_dir=/mnist/here"),  # as the README offers
+        (["LNL_DATA_DIR=/mnist/here", "DATA_DIR=/wins"], "data.data_dir=/wins"),
+        ([], "data.data_dir=data"),
+    ],
+)
+def test_make_targets_read_the_data_folder_from_lnl_data_dir(variables, expected):
+    for target in ("train", "compare", "reproduce"):
+        dry = run_make(target, "-n", *variables)
+        assert dry.returncode == 0, dry.stderr
+        assert expected in dry.stdout, (target, dry.stdout[:2000])

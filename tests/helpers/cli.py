@@ -34,7 +34,7 @@ def run_cli(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=3600,  # a guard against a hang, not a limit a busy machine can reach
     )
 
 
