@@ -207,7 +207,12 @@ class PackedLNLModule(RunModule):
         lrs = tuple(group["lr"] for opt in optimizers for group in opt.param_groups)
         static, size = self._graph_inputs, len(batch[LABEL])
         self._largest_batch = max(self._largest_batch, size)
-        if size < self._largest_batch or (static is not None and size != len(static[LABEL])):
+        if static is not None and len(static[LABEL]) < size:
+            # a short batch was captured (e.g. the first batch of a resumed epoch): capture
+            # the full size anew, after one warm-up step at that size, or it would run eagerly
+            self._graph = self._graph_inputs = static = None
+            self._graph_warmup = 1
+        if size < self._largest_batch:
             run(batch)  # a short batch: not what is (or will be) captured
         elif static is not None and self._graph_lrs == lrs:
             for key, value in static.items():

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from lnl_lightning.data.colored_mnist import ColoredImages
-from lnl_lightning.data.contract import LABEL, BiasSpec
+from lnl_lightning.data.contract import IMAGE, LABEL, BiasSpec
 from lnl_lightning.data.device_batches import DeviceBatches
 from lnl_lightning.data.mnist_colors import REBIAS_PALETTE, colorize
 from lnl_lightning.data.sampling import ResumableLoader
@@ -359,3 +359,39 @@ def test_the_graph_step_writes_in_place_and_never_syncs_with_the_host(monkeypatc
     assert not moved, f"reallocated by the step: {moved}"
     assert int(pack_.steps_done) == steps + 3 and not torch.equal(pack_.train_sums, sums)
     assert torch.equal(inputs[LABEL], batch[LABEL])  # the captured inputs are only read
+
+
+def test_a_captured_short_batch_is_replaced_by_a_capture_of_the_full_batch():
+    """A first batch shorter than the rest (a resumed epoch's, a small first shard) was
+    captured; every later full batch then ran eagerly, silently. Now the full size is
+    captured anew after one warm-up step, and replayed from then on."""
+    pack_ = PackedLNLModule([member(0, 0.01, 0.1)], cuda_graph=True)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    events, captures = [], []
+
+    class Graph:
+        def __init__(self, inputs) -> None:
+            self.inputs = inputs
+
+        def replay(self) -> None:
+            events.append(("replay", len(self.inputs[LABEL])))
+
+    def capture(run, inputs):
+        captures.append(len(inputs[LABEL]))
+        return Graph(inputs)
+
+    pack_._on_side_stream = lambda run, batch: events.append(("warm-up", len(batch[LABEL])))
+    pack_._capture = capture
+
+    def run(batch):
+        events.append(("eager", len(batch[LABEL])))
+
+    for size in [10] * 4 + [32] * 4 + [7, 32]:
+        batch = {LABEL: torch.zeros(size, 1, dtype=torch.long), IMAGE: torch.zeros(size, 3)}
+        pack_._replay(batch, run, (optimizer,))
+    assert captures == [10, 32]
+    assert events == (
+        [("warm-up", 10)] * 3
+        + [("replay", 10), ("warm-up", 32), ("replay", 32), ("replay", 32), ("replay", 32)]
+        + [("eager", 7), ("replay", 32)]
+    )
