@@ -72,8 +72,20 @@ def set_rng_states(states: dict[str, Any]) -> None:
     name, keys, position, has_gauss, gauss = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    saved = states["cuda"]
+    if saved and torch.cuda.is_available():
+        # one state per GPU of the saving machine: restore those this machine has
+        count = torch.cuda.device_count()
+        if len(saved) != count:
+            log.warning(
+                "the checkpoint holds the CUDA generator states of %d GPU(s), this machine "
+                "has %d: restoring the first %d",
+                len(saved),
+                count,
+                min(len(saved), count),
+            )
+        for index, state in enumerate(saved[:count]):
+            torch.cuda.set_rng_state(state, index)
 
 
 def check_weight(key: str, value: Any) -> float:

@@ -129,11 +129,23 @@ def test_baseline_leaves_f_untouched_by_the_bias_loss():
     assert not changed(before2["label_head"], after2["label_head"])
 
 
-def test_entropy_term_moves_f_differently_from_plain_training():
+def h_entropy_after_step_1(lambda_: float) -> float:
+    """The mean entropy of h's prediction on the batch, with f as step 1 left it (h as before)."""
     batch = random_batch()
-    plain = run_one_step(make_module(lambda_=0.0, mu=0.0), batch)[0][2]["feature_extractor"]
-    with_entropy = run_one_step(make_module(lambda_=1.0, mu=0.0), batch)[0][2]["feature_extractor"]
-    assert changed(plain, with_entropy)
+    (_, _, after, frozen), *_ = run_one_step(make_module(lambda_=lambda_, mu=0.0), batch)
+    frozen.train()
+    with torch.no_grad():
+        for name, p in frozen.feature_extractor.named_parameters():
+            p.copy_(after["feature_extractor"][name])
+        logits = frozen.bias_head(frozen.feature_extractor(batch[IMAGE]))
+    return -float(negative_entropy(logits))
+
+
+def test_the_entropy_term_makes_h_less_certain():
+    """Step 1 with lambda > 0 moves f so that h's prediction has more entropy than plain
+    training leaves it, and more the larger lambda is (a flipped sign makes h surer)."""
+    plain, some, more = (h_entropy_after_step_1(lam) for lam in (0.0, 1.0, 3.0))
+    assert plain < some < more, (plain, some, more)
 
 
 def test_negative_entropy_is_safe_and_correct():
@@ -309,3 +321,46 @@ def test_warm_start_from_a_missing_checkpoint_says_which_run_must_finish(tmp_pat
             SPEC,
             init_from=str(tmp_path / "missing.ckpt"),
         )
+
+
+def test_a_checkpoint_restores_every_generator_it_saved():
+    import random
+
+    import numpy as np
+
+    module = make_module(lambda_=0.01, mu=0.1)
+    checkpoint: dict = {"state_dict": {}}
+    torch.manual_seed(123)
+    module.on_save_checkpoint(checkpoint)
+
+    def draws():
+        return (random.random(), float(np.random.rand()), float(torch.rand(())))
+
+    first = draws()
+    draws()  # the generators move on, as training does after a checkpoint
+    module.on_load_checkpoint(checkpoint)
+    assert draws() == first
+
+
+def test_cuda_generator_states_of_more_gpus_than_here_restore_those_that_exist(
+    monkeypatch, caplog
+):
+    """A checkpoint from 2 GPUs resumed on 1: the first GPU's state, and a warning."""
+    from lnl_lightning.models import base_module
+
+    restored = []
+    states = base_module.rng_states()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+    def set_rng_state(state, device="cuda"):
+        index = device if isinstance(device, int) else torch.device(device).index or 0
+        if index >= 1:
+            raise RuntimeError(f"CUDA error: invalid device ordinal {index}")
+        restored.append((index, state))
+
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    states["cuda"] = [torch.full((8,), 1, dtype=torch.uint8), torch.full((8,), 2, dtype=torch.uint8)]
+    base_module.set_rng_states(states)
+    assert [(index, int(state[0])) for index, state in restored] == [(0, 1)]
+    assert "2 GPU(s), this machine has 1" in caplog.text
