@@ -107,6 +107,15 @@ def check_config(cfg: DictConfig) -> None:
             "header across the spawned processes): use logger=tensorboard or logger=wandb"
         )
     check_devices(cfg.trainer)
+    perf = cfg.get("perf") or {}
+    if perf.get("cuda_graph") and str(cfg.trainer.get("precision")) in ("16-mixed", "16"):
+        # the captured step drives the raw optimizers: no loss scaler, float16 gradients underflow
+        raise ConfigError(
+            f"perf.cuda_graph=true cannot train under trainer.precision="
+            f"{cfg.trainer.precision} (float16 gradients need a loss scaler, which the captured "
+            f"step does not have): use trainer.precision=bf16-mixed or 32-true, or "
+            f"perf.cuda_graph=false"
+        )
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")

@@ -235,3 +235,18 @@ def test_each_model_yaml_names_its_method(model, tmp_path):
     assert cfg.method == cfg.model.method == model
     # every method trains with the same recipe
     assert cfg.model.optimizer == compose_train(["model=lnl"], tmp_path).model.optimizer
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["perf=fast", "trainer.precision=16-mixed"], "perf.cuda_graph=true cannot train under"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_any_work(overrides, message, tmp_path):
+    from lnl_lightning.train import check_config
+
+    cfg = compose_train(overrides, tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
+    assert not any(tmp_path.iterdir())  # nothing written

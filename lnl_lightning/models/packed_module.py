@@ -285,6 +285,12 @@ class PackedLNLModule(RunModule):
                 f"stopped before saving those weights, earlier checkpoints are kept"
             )
 
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> PackedLNLModule:
+        super()._apply(fn, recurse)
+        if self.train_sums.dtype != torch.float64:  # trainer.precision=bf16-true, 16-true
+            self.train_sums = self.train_sums.double()  # epoch sums of ~470 batches stay exact
+        return self
+
     def on_train_epoch_start(self) -> None:
         self.train_sums.zero_()
 

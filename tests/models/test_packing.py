@@ -395,3 +395,16 @@ def test_a_captured_short_batch_is_replaced_by_a_capture_of_the_full_batch():
         + [("replay", 10), ("warm-up", 32), ("replay", 32), ("replay", 32), ("replay", 32)]
         + [("eager", 7), ("replay", 32)]
     )
+
+
+def test_epoch_sums_stay_float64_under_half_precision_weights():
+    """bf16-true converts every floating buffer: the epoch sums must not become bfloat16
+    (at 128 images a batch, bfloat16 cannot count past a few batches exactly)."""
+    images, labels, groups = colored_data([0.02])
+    pack_ = PackedLNLModule([member(0, 0.01, 0.1)])
+    trainer = quiet_trainer(max_epochs=1, precision="bf16-true")
+    trainer.fit(pack_, DeviceBatches(images, labels, groups, [0], BATCH_SIZE, [0], 14, 8))
+    assert next(pack_.feature_extractor.parameters()).dtype == torch.bfloat16
+    assert pack_.train_sums.dtype == torch.float64
+    assert pack_.train_sums[0, 3] == NUM_IMAGES
+
