@@ -93,11 +93,36 @@ class PackedLauncher(Launcher):
         log.info("Training %d job(s) in %d pack(s), %d alone", len(jobs), len(packs), len(alone))
         for i in alone:  # methods other than LNL and the baseline: ordinary runs
             self._train_alone(*jobs[i])
+        named = []
         for members in packs:
             first = jobs[members[0]][0].hydra_cfg.hydra.job.num
             last = jobs[members[-1]][0].hydra_cfg.hydra.job.num
-            self._train(sweep_dir / "packs" / f"jobs_{first}-{last}", [jobs[i] for i in members])
+            named.append((sweep_dir / "packs" / f"jobs_{first}-{last}", [jobs[i] for i in members]))
+        self._train_packs(named)
         return [ret for ret, _ in jobs]
+
+    def _train_packs(self, packs: list[tuple[Path, list[tuple[JobReturn, DictConfig]]]]) -> None:
+        """Each pack in turn; after an error that leaves the GPU unusable, none of the rest."""
+        for n, (pack_dir, jobs) in enumerate(packs):
+            error = self._train(pack_dir, jobs)
+            if error is not None and device_unusable(error):
+                rest = [job for _, later in packs[n + 1 :] for job in later]
+                log.error(
+                    "Pack %s left the GPU unusable (%s): %d later job(s) not run; rerun the "
+                    "sweep to train them",
+                    pack_dir,
+                    error,
+                    len(rest),
+                )
+                reason = (
+                    f"not run: pack {pack_dir} failed with an error that leaves the GPU "
+                    f"unusable in this process ({type(error).__name__}: {error}); rerun the sweep"
+                )
+                for ret, cfg in rest:
+                    _record_failure(cfg, reason, "")
+                    ret.status = JobStatus.COMPLETED
+                    ret.return_value = math.nan
+                return
 
     def _train_alone(self, ret: JobReturn, cfg: DictConfig) -> None:
         from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
@@ -118,25 +143,41 @@ class PackedLauncher(Launcher):
         ret.status = JobStatus.COMPLETED
         ret.return_value = metrics.get(cfg.optimized_metric, math.nan)
 
-    def _train(self, pack_dir: Path, jobs: list[tuple[JobReturn, DictConfig]]) -> None:
+    def _train(self, pack_dir: Path, jobs: list[tuple[JobReturn, DictConfig]]) -> Exception | None:
+        """Train one pack; return the error it failed with (recorded in each job's folder)."""
         from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-        from lnl_lightning.files import ERROR_FILE, write_text_atomic
+        from lnl_lightning.files import ERROR_FILE
         from lnl_lightning.packed_train import run_packed
 
         cfgs = [cfg for _, cfg in jobs]
         for cfg in cfgs:
             (Path(cfg.paths.output_dir) / ERROR_FILE).unlink(missing_ok=True)  # a new try
+        error = None
         try:
             results = run_packed(cfgs, pack_dir)
         except Exception as err:  # the sweep goes on with the next pack, as with single jobs
             expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
             log.error("Pack %s failed: %s", pack_dir, err, exc_info=not expected)
-            record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
             for cfg in cfgs:
-                write_text_atomic(
-                    Path(cfg.paths.output_dir) / ERROR_FILE, json.dumps(record, indent=2) + "\n"
-                )
-            results = [{} for _ in cfgs]
+                _record_failure(cfg, f"{type(err).__name__}: {err}", traceback.format_exc())
+            results, error = [{} for _ in cfgs], err
         for (ret, cfg), metrics in zip(jobs, results, strict=True):
             ret.status = JobStatus.COMPLETED
             ret.return_value = metrics.get(cfg.optimized_metric, math.nan)
+        return error
+
+
+def device_unusable(err: BaseException) -> bool:
+    """A CUDA error that poisons the process's context (a device-side assert, an illegal
+    address): every later kernel launch fails too. Out of memory is not one of them."""
+    text = str(err)
+    return type(err).__name__ == "AcceleratorError" or (
+        "CUDA error" in text and "out of memory" not in text
+    )
+
+
+def _record_failure(cfg: DictConfig, error: str, trace: str) -> None:
+    from lnl_lightning.files import ERROR_FILE, write_text_atomic
+
+    record = {"error": error, "traceback": trace}
+    write_text_atomic(Path(cfg.paths.output_dir) / ERROR_FILE, json.dumps(record, indent=2) + "\n")

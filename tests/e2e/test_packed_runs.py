@@ -200,3 +200,45 @@ def test_methods_that_cannot_pack_train_alone_in_a_packed_sweep(tmp_path, mnist_
     assert baseline["method"] == "baseline" and "pack" in baseline  # a pack of one
     assert group_dro["method"] == "group_dro" and "pack" not in group_dro  # an ordinary run
     assert (tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_after_a_device_side_assert_the_later_packs_are_not_run_but_recorded(
+    tmp_path, monkeypatch
+):
+    """A device-side assert poisons the CUDA context: every later pack of the sweep would fail
+    with it. They are recorded as not run, naming the pack that failed; an ordinary error
+    (here a ConfigError) lets the sweep go on."""
+    from hydra.core.utils import JobReturn
+
+    import lnl_lightning.packed_train as packed_train
+    from hydra_plugins.lnl_lightning_launcher.packed_launcher import PackedLauncher
+
+    trained = []
+
+    def run_packed(cfgs, pack_dir):
+        trained.append(pack_dir.name)
+        if pack_dir.name == "p1":
+            raise ConfigError("not this one")
+        if pack_dir.name == "p2":
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return [{"val/acc": 0.5} for _ in cfgs]
+
+    monkeypatch.setattr(packed_train, "run_packed", run_packed)
+
+    def job(name):
+        cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path / name)}})
+        cfg.optimized_metric = "val/acc"
+        return JobReturn(), cfg
+
+    packs = [(tmp_path / f"p{n}", [job(f"job{n}")]) for n in range(1, 5)]
+    PackedLauncher()._train_packs(packs)
+    assert trained == ["p1", "p2"]
+    errors = {
+        n: json.loads((tmp_path / f"job{n}" / "error.json").read_text())["error"]
+        for n in range(1, 5)
+    }
+    assert errors[1] == "ConfigError: not this one"
+    assert "device-side assert" in errors[2]
+    for n in (3, 4):
+        assert errors[n].startswith(f"not run: pack {tmp_path / 'p2'} failed")
+        assert "rerun the sweep" in errors[n]
