@@ -150,7 +150,7 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
     log.info("Training %d runs as one pack in %s", len(cfgs), pack_dir)
 
     throughput = TrainThroughput()
-    writer = MemberRuns(member_loggers, throughput)
+    writer = MemberRuns(member_loggers, throughput, member_dirs, pack_dir)
     trainer_cfg = OmegaConf.merge(first.trainer, {"default_root_dir": str(pack_dir)})
     callbacks: list[pl.Callback] = [
         throughput,
@@ -178,8 +178,8 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
         counts[k].update(pack.member_counts[k])
 
     results = []
-    for k, (cfg, member, out_dir) in enumerate(zip(cfgs, pack.unpack(), member_dirs, strict=True)):
-        _save_member_checkpoint(member, trainer, out_dir / "checkpoints" / "last.ckpt", pack_dir)
+    # each member's checkpoints/last.ckpt was written at the end of each epoch (MemberRuns)
+    for k, (cfg, out_dir) in enumerate(zip(cfgs, member_dirs, strict=True)):
         for stage, (correct, total) in counts[k].items():
             csv_path, png_path = save_group_matrix(
                 correct,
@@ -243,10 +243,19 @@ def _save_member_checkpoint(member: Any, trainer: pl.Trainer, path: Path, pack_d
 
 
 class MemberRuns(pl.Callback):
-    """After each training epoch (and its validation), each member's metrics to its loggers."""
+    """After each training epoch (and its validation), each member's metrics to its loggers
+    and its weights to its ``checkpoints/last.ckpt``, so a run cut short (a time limit, a
+    kill) still leaves each member's last finished epoch, ready to warm-start from."""
 
-    def __init__(self, member_loggers: list[list[Logger]], throughput: TrainThroughput) -> None:
+    def __init__(
+        self,
+        member_loggers: list[list[Logger]],
+        throughput: TrainThroughput,
+        member_dirs: list[Path],
+        pack_dir: Path,
+    ) -> None:
         self.member_loggers, self.throughput = member_loggers, throughput
+        self.member_dirs, self.pack_dir = member_dirs, pack_dir
 
     def write(self, k: int, metrics: dict[str, float], step: int) -> None:
         for logger in self.member_loggers[k]:
@@ -262,3 +271,7 @@ class MemberRuns(pl.Callback):
             if self.throughput.last_rate is not None:
                 metrics["train/images_per_s"] = self.throughput.last_rate
             self.write(k, {**metrics, "epoch": trainer.current_epoch}, trainer.global_step)
+        pl_module._stop_if_diverged()  # never a member's NaN weights over its last checkpoint
+        for member, out_dir in zip(pl_module.unpack(), self.member_dirs, strict=True):
+            path = out_dir / "checkpoints" / "last.ckpt"
+            _save_member_checkpoint(member, trainer, path, self.pack_dir)

@@ -81,7 +81,9 @@ def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
     ours = torch.load(member / "checkpoints" / "last.ckpt", weights_only=False)
     theirs = torch.load(alone / "checkpoints" / "last.ckpt", weights_only=False)
     # last.ckpt is the last epoch's, also when val/acc did not improve in it (here: epoch 0 best)
+    assert Path(single["best_checkpoint"]).name == "best_epoch000.ckpt"  # best is not last
     assert (theirs["epoch"], theirs["global_step"]) == (1, single["global_step"])
+    assert (ours["epoch"], ours["global_step"]) == (1, single["global_step"])
     for name, value in theirs["state_dict"].items():
         if name.split(".")[0] in ("feature_extractor", "label_head", "bias_head"):
             torch.testing.assert_close(ours["state_dict"][name], value, rtol=1e-6, atol=1e-9)
@@ -202,9 +204,7 @@ def test_methods_that_cannot_pack_train_alone_in_a_packed_sweep(tmp_path, mnist_
     assert (tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_after_a_device_side_assert_the_later_packs_are_not_run_but_recorded(
-    tmp_path, monkeypatch
-):
+def test_after_a_device_side_assert_the_later_packs_are_not_run_but_recorded(tmp_path, monkeypatch):
     """A device-side assert poisons the CUDA context: every later pack of the sweep would fail
     with it. They are recorded as not run, naming the pack that failed; an ordinary error
     (here a ConfigError) lets the sweep go on."""
@@ -242,3 +242,65 @@ def test_after_a_device_side_assert_the_later_packs_are_not_run_but_recorded(
     for n in (3, 4):
         assert errors[n].startswith(f"not run: pack {tmp_path / 'p2'} failed")
         assert "rerun the sweep" in errors[n]
+
+
+def test_a_pack_cut_short_leaves_each_member_its_last_finished_epoch(
+    tmp_path, mnist_dir, monkeypatch
+):
+    """Each member's checkpoints/last.ckpt is written after every epoch, not only once fit,
+    validate and test are done: a pack stopped after its 2nd of 3 epochs (a time limit, a
+    kill) leaves every member the weights of epoch 1, which a warm start reads."""
+    from hydra import compose, initialize_config_module
+
+    from lnl_lightning.config import CONFIG_MODULE, build
+    from lnl_lightning.packed_train import MemberRuns, run_packed
+    from lnl_lightning.train import build_model
+
+    class Cut(Exception):
+        pass
+
+    weights = {}
+    end_of_epoch = MemberRuns.on_train_epoch_end
+
+    def cut_after_epoch_1(self, trainer, pack):
+        end_of_epoch(self, trainer, pack)
+        if trainer.current_epoch == 1:
+            weights.update({k: m.state_dict() for k, m in enumerate(pack.unpack())})
+            raise Cut
+
+    monkeypatch.setattr(MemberRuns, "on_train_epoch_end", cut_after_epoch_1)
+    cfgs = []
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        for seed in (0, 1):
+            cfg = compose(
+                "train",
+                overrides=[
+                    *COMMON,
+                    f"data.data_dir={mnist_dir}",
+                    f"seed={seed}",
+                    "trainer.max_epochs=3",
+                    f"paths.output_dir={tmp_path / f'seed{seed}'}",
+                ],
+            )
+            cfgs.append(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    with pytest.raises(Cut):
+        run_packed(cfgs, tmp_path / "pack")
+    for k, seed in enumerate((0, 1)):
+        run = tmp_path / f"seed{seed}"
+        assert not (run / "metrics.json").exists()
+        saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+        assert (
+            saved["epoch"] == 1 and saved["global_step"] == 2 * 3 * 3
+        )  # 3 batches, 3 optimizer steps each
+        assert saved["state_dict"].keys() == weights[k].keys()
+        assert all(torch.equal(saved["state_dict"][n], v) for n, v in weights[k].items())
+        assert len(saved["optimizer_states"]) == 2
+        assert logged_epochs(run, "version_0") == {0, 1}
+    # a warm start reads it as it reads an ordinary run's last checkpoint
+    last = tmp_path / "seed0" / "checkpoints" / "last.ckpt"
+    warm = OmegaConf.merge(cfgs[0], {"model": {"init_from": str(last)}})
+    datamodule = build(warm.data)
+    model = build_model(warm, datamodule.bias_spec, datamodule.test_names)
+    for name, value in model.feature_extractor.state_dict().items():
+        saved = weights[0][f"feature_extractor.{name}"]  # float64: trained in 64-true
+        assert torch.equal(value, saved.to(value.dtype)), name

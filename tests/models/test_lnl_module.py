@@ -342,9 +342,7 @@ def test_a_checkpoint_restores_every_generator_it_saved():
     assert draws() == first
 
 
-def test_cuda_generator_states_of_more_gpus_than_here_restore_those_that_exist(
-    monkeypatch, caplog
-):
+def test_cuda_generator_states_of_more_gpus_than_here_restore_those_that_exist(monkeypatch, caplog):
     """A checkpoint from 2 GPUs resumed on 1: the first GPU's state, and a warning."""
     from lnl_lightning.models import base_module
 
@@ -360,7 +358,10 @@ def test_cuda_generator_states_of_more_gpus_than_here_restore_those_that_exist(
         restored.append((index, state))
 
     monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
-    states["cuda"] = [torch.full((8,), 1, dtype=torch.uint8), torch.full((8,), 2, dtype=torch.uint8)]
+    states["cuda"] = [
+        torch.full((8,), 1, dtype=torch.uint8),
+        torch.full((8,), 2, dtype=torch.uint8),
+    ]
     base_module.set_rng_states(states)
     assert [(index, int(state[0])) for index, state in restored] == [(0, 1)]
     assert "2 GPU(s), this machine has 1" in caplog.text

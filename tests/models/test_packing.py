@@ -407,4 +407,3 @@ def test_epoch_sums_stay_float64_under_half_precision_weights():
     assert next(pack_.feature_extractor.parameters()).dtype == torch.bfloat16
     assert pack_.train_sums.dtype == torch.float64
     assert pack_.train_sums[0, 3] == NUM_IMAGES
-
