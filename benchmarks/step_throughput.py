@@ -198,31 +198,12 @@ def profile_official_step(batches: list[dict], path: str) -> None:
     print(f"profile written to {path}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--profile", default=None, help="also profile the official step into FILE")
-    parser.add_argument(
-        "--packs",
-        default=None,
-        help="pack widths, e.g. 1,7,21 (default: 1,3 on cpu, 1,7,21,42 on cuda)",
-    )
-    args = parser.parse_args()
-    global DEVICE
-    DEVICE = torch.device(args.device)
-    torch.set_num_threads(args.threads)
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning_fabric").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    batches = make_batches(args.steps)
-    for run in VARIANTS.values():  # warm-up: allocator, kernels, imports
+def measure_variants(batches: list[dict], variants: dict[str, Callable], args) -> None:
+    for run in variants.values():  # warm-up: allocator, kernels, imports
         run(batches[:5])
     results: dict[str, list[float]] = defaultdict(list)
     for repeat in range(args.repeats):
-        for name, run in VARIANTS.items():
+        for name, run in variants.items():
             results[name].append(run(batches))
         print(
             f"repeat {repeat + 1}/{args.repeats}: "
@@ -235,13 +216,50 @@ def main() -> None:
         f"{args.steps} steps x {args.repeats} repeats (median images/s):"
     )
     for name, value in median.items():
-        relative = median["plain"] / value
-        print(f"  {name:13s} {value:8.0f} images/s   step time x{relative:.2f} of plain")
-    print(f"ratios: lnl_official_vs_plain={median['plain'] / median['lnl_official']:.2f}")
-    print(
-        f"ratios: lnl_vs_plain={median['plain'] / median['lnl_fused']:.2f} "
-        f"lightning_vs_bare={median['bare_fused'] / median['lnl_fused']:.2f}"
+        relative = (
+            f"   step time x{median['plain'] / value:.2f} of plain" if "plain" in median else ""
+        )
+        print(f"  {name:13s} {value:8.0f} images/s{relative}")
+    if {"plain", "lnl_official"} <= median.keys():
+        print(f"ratios: lnl_official_vs_plain={median['plain'] / median['lnl_official']:.2f}")
+    if {"plain", "lnl_fused", "bare_fused"} <= median.keys():
+        print(
+            f"ratios: lnl_vs_plain={median['plain'] / median['lnl_fused']:.2f} "
+            f"lightning_vs_bare={median['bare_fused'] / median['lnl_fused']:.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--profile", default=None, help="also profile the official step into FILE")
+    parser.add_argument(
+        "--packs",
+        default=None,
+        help="pack widths, e.g. 1,7,21 (default: 1,3 on cpu, 1,7,21,42 on cuda)",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"step variants to measure, comma-separated, or none (default: {','.join(VARIANTS)})",
+    )
+    args = parser.parse_args()
+    chosen = [] if args.variants == "none" else args.variants.split(",")
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)} or none")
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning_fabric").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    batches = make_batches(args.steps)
+    if chosen:
+        measure_variants(batches, {name: VARIANTS[name] for name in chosen}, args)
     widths = args.packs or ("1,7,21,42" if DEVICE.type == "cuda" else "1,3")
     for width in (int(w) for w in widths.split(",")):
         packed(batches[:5], width)  # warm-up: the CUDA graph's capture and allocations
