@@ -44,6 +44,7 @@ SHARES = {"pair": 0.56, "speed": 0.13, "graph_vs_eager": 0.08}
 PAIR_METRICS = ("test/acc", "test/acc_conflicting", "test/bias_acc", "train/acc")
 COLOR_VARS = ["0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050"]
 STARTUP_S = 25  # a run's imports, data and final test, outside trainer.max_time
+JOB_FOLDER = "cv${data.color_var}_seed${seed}"  # a grid job's folder: warm LNL finds its baseline
 
 
 class Check:
@@ -288,7 +289,7 @@ def grid(check: Check, seconds: float) -> None:
         "perf.cuda_graph=true",
         f"data.color_var={','.join(args.color_vars)}",
         f"seed={','.join(args.seeds)}",
-        "hydra.sweep.subdir=cv${data.color_var}_seed${seed}",
+        f"hydra.sweep.subdir={JOB_FOLDER}",
         f"trainer.max_epochs={args.grid_epochs}",
     ]
     end = time.monotonic() + seconds
@@ -297,8 +298,7 @@ def grid(check: Check, seconds: float) -> None:
         seconds / 2,
         "grid_baseline.log",
     )
-    job = "cv${data.color_var}_seed${seed}"
-    warm = f"model.init_from={folder / 'baseline'}/{job}/checkpoints/last.ckpt"
+    warm = f"model.init_from={folder / 'baseline'}/{JOB_FOLDER}/checkpoints/last.ckpt"
     check.train(
         [*sweep, "model=lnl", warm, f"hydra.sweep.dir={folder / 'lnl_warm'}"],
         end - time.monotonic(),
