@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -40,13 +41,17 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = run(cfg)
     except SIGTERMException:
-        out_dir = HydraConfig.get().runtime.output_dir
-        log.warning(
-            "Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with: "
-            "python -m lnl_lightning <same overrides> ckpt_path=last hydra.run.dir=%s",
-            out_dir,
+        from lnl_lightning import callbacks
+
+        signum = callbacks.STOPPED_BY or signal.SIGTERM
+        hint = (
+            f"Stopped by {signal.Signals(signum).name} after saving checkpoints/last.ckpt; "
+            f"continue with: python -m lnl_lightning <same overrides> ckpt_path=last "
+            f"hydra.run.dir={HydraConfig.get().runtime.output_dir}"
         )
-        sys.exit(128 + 15)  # the conventional status of a process ended by SIGTERM
+        log.warning("%s", hint)
+        print(hint, file=sys.stderr)
+        sys.exit(128 + signum)  # the conventional status of a process ended by that signal
     except Exception as err:
         expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
         if not is_multirun():

@@ -23,6 +23,8 @@ from lnl_lightning.loggers import log_group_matrix
 
 log = logging.getLogger(__name__)
 
+STOPPED_BY: int | None = None  # signal.SIGINT once a Ctrl-C has asked a fit to stop
+
 
 class SampleGrid(pl.Callback):
     """Once per run, a grid of training and test images captioned "label / bias group".
@@ -139,6 +141,10 @@ class CheckpointOnInterrupt(pl.Callback):
     """On SIGTERM (preemption), Ctrl-C or, under SLURM, SIGUSR1 (the time limit is near), save
     ``last.ckpt`` at the end of the current batch and stop.
 
+    A first Ctrl-C takes SIGTERM's route, so it never stops a step between its optimizer
+    steps (an LNL step has two): the batch finishes, then the checkpoint is saved. A second
+    Ctrl-C stops at once and saves nothing, leaving the last checkpoint as it was.
+
     The checkpoint goes where the checkpoint callback writes, so ``ckpt_path=last`` with the
     same ``hydra.run.dir`` continues the run. Under SLURM it is also saved as Lightning's
     ``hpc_ckpt_<n>.ckpt`` in the run folder, which a requeued job resumes from by itself; after
@@ -148,18 +154,36 @@ class CheckpointOnInterrupt(pl.Callback):
 
     def __init__(self) -> None:
         self.requeue = False
-        self._previous_handler: Any = None
+        self._previous_handlers: dict[int, Any] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or threading.current_thread() is not threading.main_thread():
+            return
+        global STOPPED_BY
+        STOPPED_BY = None
+        self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_ctrl_c)
         # before Lightning installs its handlers: it then leaves SIGUSR1 to this one
-        on_slurm = SLURMEnvironment.detect()
-        if stage == "fit" and on_slurm and threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGUSR1, self._on_time_limit)
+        if SLURMEnvironment.detect():
+            self._previous_handlers[signal.SIGUSR1] = signal.signal(
+                signal.SIGUSR1, self._on_time_limit
+            )
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGUSR1, self._previous_handler)
-            self._previous_handler = None
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def _on_ctrl_c(self, signum: int, frame: Any) -> None:
+        global STOPPED_BY
+        if STOPPED_BY == signal.SIGINT:  # the second one: stop now
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        STOPPED_BY = signal.SIGINT
+        log.warning(
+            "Ctrl-C: finishing this batch, saving checkpoints/last.ckpt, then stopping "
+            "(Ctrl-C again stops at once, without saving)"
+        )
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops after the current batch
 
     def _on_time_limit(self, signum: int, frame: Any) -> None:
         log.warning("SIGUSR1: the time limit is near; checkpointing, then requeueing the job")
@@ -169,8 +193,8 @@ class CheckpointOnInterrupt(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            return
+        if not isinstance(exception, SIGTERMException):
+            return  # a second Ctrl-C lands anywhere in a step: the last checkpoint stays
         if (
             trainer.state.fn != "fit"
             or trainer.sanity_checking

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 
 import pytest
 import torch
@@ -13,14 +14,17 @@ from ..helpers.cli import run_cli, run_ok
 from ..helpers.signal_callback import record_batches, recorded
 
 
-def kill_at(batch: int, signum: str = "SIGTERM") -> list[str]:
-    """Overrides that make a run signal itself after training batch ``batch`` of epoch 1."""
+def kill_at(batch: int, signum: str = "SIGTERM", optimizer_step: int | None = None) -> list[str]:
+    """Overrides that make a run signal itself in training batch ``batch`` of epoch 1: after
+    it, or before its ``optimizer_step``-th optimizer step."""
     target = "+callbacks.kill._target_=tests.helpers.signal_callback.SignalAtBatch"
+    when = [] if optimizer_step is None else [f"+callbacks.kill.optimizer_step={optimizer_step}"]
     return [
         target,
         "+callbacks.kill.epoch=1",
         f"+callbacks.kill.batch={batch}",
         f"+callbacks.kill.signum={signum}",
+        *when,
     ]
 
 
@@ -38,11 +42,16 @@ def batches_into_epoch(checkpoint: dict) -> int:
 
 
 @pytest.mark.parametrize(
-    "step",
-    ["official", pytest.param("fused", marks=pytest.mark.slow)],  # slow: in CI, not make test
+    ("step", "stop"),
+    [
+        ("official", "SIGTERM"),
+        # Ctrl-C lands inside the two-pass step, between its two optimizer steps
+        ("official", "SIGINT"),
+        pytest.param("fused", "SIGTERM", marks=pytest.mark.slow),  # slow: in CI, not make test
+    ],
 )
 def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(
-    step, tmp_path, mnist_dir
+    step, stop, tmp_path, mnist_dir
 ):
     run_dir = tmp_path / "run"
     overrides = [
@@ -56,9 +65,13 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_run(
         "trainer.enable_progress_bar=false",
         "callbacks.rich_progress_bar=null",
     ]
-    # SIGTERM in the middle of epoch 1, as a scheduler's preemption would send
-    killed = run_cli(*overrides, *kill_at(29), f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert killed.returncode != 0 and not (run_dir / "metrics.json").exists()
+    # in the middle of epoch 1: SIGTERM after a batch, as a scheduler's preemption would send,
+    # or Ctrl-C between the two optimizer steps of a batch
+    when = kill_at(29) if stop == "SIGTERM" else kill_at(29, "SIGINT", optimizer_step=2)
+    killed = run_cli(*overrides, *when, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert killed.returncode == 128 + getattr(signal, stop)
+    assert not (run_dir / "metrics.json").exists()
+    assert f"ckpt_path=last hydra.run.dir={run_dir}" in killed.stderr  # how to go on
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1 and batches_into_epoch(saved) == 30
 

@@ -13,15 +13,35 @@ import pytorch_lightning as pl
 
 
 class SignalAtBatch(pl.Callback):
-    """After training batch ``batch`` of epoch ``epoch``, send this process ``signum``."""
+    """In training batch ``batch`` of epoch ``epoch``, send this process ``signum``: after the
+    batch, or with ``optimizer_step=k`` just before its k-th optimizer step (inside a
+    two-pass step, where a user's Ctrl-C can land)."""
 
-    def __init__(self, epoch: int, batch: int, signum: str = "SIGTERM") -> None:
+    def __init__(
+        self, epoch: int, batch: int, signum: str = "SIGTERM", optimizer_step: int | None = None
+    ) -> None:
         self.epoch, self.batch, self.signum = epoch, batch, getattr(signal, signum)
+        self.optimizer_step = optimizer_step
+        self._steps = 0
+        self._in_batch = False
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, i: int
+    ) -> None:
+        self._steps = 0
+        self._in_batch = (trainer.current_epoch, i) == (self.epoch, self.batch)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        self._steps += 1
+        if self._in_batch and self._steps == self.optimizer_step:
+            os.kill(os.getpid(), self.signum)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        if (trainer.current_epoch, i) == (self.epoch, self.batch):
+        if self._in_batch and self.optimizer_step is None:
             os.kill(os.getpid(), self.signum)
 
 
