@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-from lnl_lightning.files import ERROR_FILE, write_text_atomic
+from lnl_lightning.files import ERROR_FILE, run_lock, write_text_atomic
 
 log = logging.getLogger("lnl_lightning")
 
@@ -37,9 +37,11 @@ def main(cfg: DictConfig) -> float:
 
     from lnl_lightning.train import run  # heavy imports after Hydra has parsed the command line
 
-    (Path(HydraConfig.get().runtime.output_dir) / ERROR_FILE).unlink(missing_ok=True)  # a new try
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        metrics = run(cfg)
+        with run_lock(out_dir):
+            (out_dir / ERROR_FILE).unlink(missing_ok=True)  # a new try
+            metrics = run(cfg)
     except SIGTERMException:
         from lnl_lightning import callbacks
 
@@ -47,7 +49,7 @@ def main(cfg: DictConfig) -> float:
         hint = (
             f"Stopped by {signal.Signals(signum).name} after saving checkpoints/last.ckpt; "
             f"continue with: python -m lnl_lightning <same overrides> ckpt_path=last "
-            f"hydra.run.dir={HydraConfig.get().runtime.output_dir}"
+            f"hydra.run.dir={out_dir}"
         )
         log.warning("%s", hint)
         print(hint, file=sys.stderr)
@@ -61,7 +63,6 @@ def main(cfg: DictConfig) -> float:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         log.error("Job failed, the sweep goes on: %s", err, exc_info=not expected)
-        out_dir = Path(HydraConfig.get().runtime.output_dir)
         record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
         write_text_atomic(out_dir / ERROR_FILE, json.dumps(record, indent=2) + "\n")
         return math.nan

@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from lnl_lightning.errors import ConfigError, DataError
 
 CONFIG_MODULE = "lnl_lightning.conf"
+
+# ${pid:} in a folder name: runs started in the same second by one shell loop get their own
+if not OmegaConf.has_resolver("pid"):
+    OmegaConf.register_new_resolver("pid", os.getpid)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets the project's own errors through unwrapped."""
     try:
         return instantiate(node, **kwargs)
+    except MissingMandatoryValue as err:
+        raise ConfigError(
+            f"{err.full_key} must be given (it has no default): add {err.full_key}=<value> to "
+            f"the command"
+        ) from None
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (ConfigError, DataError)):
             raise cause from None
+        if isinstance(cause, TypeError) and (unknown := unknown_setting(cause, node)):
+            raise unknown from None
         raise
+
+
+def unknown_setting(err: TypeError, node: Any) -> ConfigError | None:
+    """The clear error for ``err``, a component given a keyword it does not take, else None."""
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+    if unknown is None or not isinstance(node, DictConfig):
+        return None
+    key = ".".join(k for k in (node._get_full_key(""), unknown[1]) if k)
+    return ConfigError(
+        f"{key} is not a setting of {node.get('_target_')}: remove it (a + override adds a "
+        f"key, which the component must also take)"
+    )
 
 
 # --------------------------------------------------------------------------- schemas
@@ -79,7 +105,7 @@ class ColoredMNISTSchema:
     cache: bool = False
     test_each_epoch: bool = True
     on_device: bool = False
-    grayscale: bool = False
+    grayscale: Any = False  # checked by the data module: a typed bool would read 2 as true
 
 
 @dataclass

@@ -17,9 +17,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lnl_lightning.checkpoints import check_fits, check_networks, load_checkpoint
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError
-from lnl_lightning.files import METRICS_FILE, load_checkpoint, write_text_atomic
+from lnl_lightning.files import METRICS_FILE, write_text_atomic
 
 log = logging.getLogger("lnl_lightning")
 
@@ -30,7 +31,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     from lnl_lightning.config import build
     from lnl_lightning.loggers import build_loggers, finish_loggers
-    from lnl_lightning.train import build_model, check_devices, without_validation
+    from lnl_lightning.train import (
+        build_model,
+        check_devices,
+        describe_networks,
+        without_validation,
+    )
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError(
@@ -38,12 +44,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "checkpoints/last.ckpt"
         )
     checkpoint = Path(str(cfg.ckpt_path)).expanduser()
-    load_checkpoint(checkpoint, "ckpt_path")  # a clear error for a missing or damaged file
+    saved = load_checkpoint(checkpoint, "ckpt_path")  # a clear error for a damaged file
+    check_fits(saved, cfg.method, checkpoint, "ckpt_path", resume=False)
     check_devices(cfg.trainer)
     out_dir = Path(cfg.paths.output_dir)
     datamodule = build(cfg.data)
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg, datamodule.bias_spec, datamodule.test_names)
+    check_networks(saved, model, checkpoint, "ckpt_path", describe_networks(cfg))
     callbacks = [build(cfg.callbacks.group_matrix)] if cfg.callbacks.get("group_matrix") else []
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = build(
@@ -55,20 +63,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     runs = [] if without_validation(cfg) else [trainer.validate]
     for step in (*runs, trainer.test):
-        try:
-            result = step(model, datamodule=datamodule, ckpt_path=str(checkpoint))
-        except RuntimeError as err:  # load_state_dict: other networks or method
-            if "state_dict" not in str(err):
-                raise
-            raise ConfigError(
-                f"ckpt_path: {checkpoint} does not fit the networks and method of this config "
-                f"(model={cfg.method}, net of {cfg.net.feature_extractor._target_}): give the "
-                f"experiment/model/net it was trained with ({str(err).splitlines()[0]})"
-            ) from None
+        result = step(model, datamodule=datamodule, ckpt_path=str(checkpoint))
         metrics.update({k: float(v) for k, v in result[0].items()})
     if trainer.is_global_zero:
         summary: dict[str, Any] = {
             "metrics": dict(sorted(metrics.items())),
+            "kind": "evaluation",  # the report leaves it out: it trained nothing
             "method": cfg.method,
             "task_name": cfg.task_name,
             "tested_weights": str(checkpoint.resolve()),

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 METRICS_FILE = "metrics.json"  # a finished run's final metrics, in its run folder
 ERROR_FILE = "error.json"  # a failed sweep job's error, in its run folder
@@ -38,34 +44,38 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
-def load_checkpoint(path: Path, key: str) -> dict:
-    """Load a Lightning checkpoint (tensors and plain data only) or say clearly why not.
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` while a run writes there: a second run given the same folder is
+    refused at once, naming the folder and the process that holds it.
 
-    ``key`` is the config key that named the file, for the message.
+    Only the first process of a run takes it (not the other ranks of a DDP run, which share the
+    folder); where file locks do not exist (Windows), nothing is locked.
     """
-    import pickle
-    import zipfile
-
-    import torch
-
+    ranks = (os.environ.get(k, "0") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    if fcntl is None or any(r.isdigit() and int(r) > 0 for r in ranks):
+        yield
+        return
     from lnl_lightning.errors import ConfigError
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{key} must be a checkpoint file, but {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (
-        RuntimeError,
-        OSError,
-        EOFError,
-        ValueError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as err:
-        raise ConfigError(
-            f"{key}: {path} is not a readable checkpoint (truncated or corrupt?): {err}"
-        ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f"{key}: {path} is not a Lightning checkpoint (no state_dict)")
-    return checkpoint
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(
+                f"hydra.run.dir: {folder} is in use by another run ({holder}); two runs in one "
+                f"folder overwrite each other's records: give this one its own hydra.run.dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)

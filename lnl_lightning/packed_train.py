@@ -29,6 +29,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from lnl_lightning.callbacks import CheckpointOnInterrupt, TrainThroughput
+from lnl_lightning.checkpoints import AtomicCheckpointIO
 from lnl_lightning.config import build
 from lnl_lightning.data.packed import PackedDataModule
 from lnl_lightning.errors import ConfigError
@@ -162,7 +163,9 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
         callbacks.append(
             RichProgressBar(refresh_rate=max(1, int(trainer_cfg.get("log_every_n_steps", 50))))
         )
-    trainer: pl.Trainer = build(trainer_cfg, callbacks=callbacks, logger=False)
+    trainer: pl.Trainer = build(
+        trainer_cfg, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+    )
     resume = pack_dir / "checkpoints" / "last.ckpt"
     resume_from = resume if first.ckpt_path and resume.is_file() else None
     if first.ckpt_path and resume_from is None:

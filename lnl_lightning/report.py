@@ -15,7 +15,12 @@ failed jobs listed) and PNG plots:
 
 A run is identified by its method, weights, the method's own settings (``model.*`` keys
 beyond the shared recipe, e.g. BlindEye's ``confusion_weight``), data settings, how it
-started (``scratch`` or ``warm`` from another run's checkpoint) and its number of epochs.
+started (``scratch`` or ``warm`` from another run's checkpoint) and its number of epochs;
+runs that agree on these but differ in any other setting that changes a result (every key of
+the resolved config but paths, logging and speed options: ``lnl_lightning/identity.py``, e.g.
+the learning rate, ``data.seed``, ``trainer.limit_train_batches``) are kept apart too, the
+differing settings shown in the ``settings`` column. Evaluations (``lnl_lightning.eval``
+folders) are not runs and are left out.
 ``--methods`` keeps only the runs of the methods named.
 """
 
@@ -27,6 +32,7 @@ import json
 import logging
 import math
 import statistics
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +48,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from lnl_lightning.data.mnist_colors import DEFAULT_DATA, describe_data  # noqa: E402
 from lnl_lightning.figures import save_png  # noqa: E402
 from lnl_lightning.files import ERROR_FILE, METRICS_FILE, write_text_atomic  # noqa: E402
+from lnl_lightning.identity import run_identity  # noqa: E402
 from lnl_lightning.paired import paired_differences  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -150,6 +157,7 @@ class Run:
     metrics: dict[str, float]
     fields: dict[str, Any]
     warm_from: Path | None = None  # run folder of model.init_from's checkpoint
+    identity: dict[str, Any] = field(default_factory=dict)  # every setting but the seed
 
 
 @dataclass
@@ -202,7 +210,19 @@ def load_run(folder: Path, summary: dict[str, Any]) -> Run:
     config = OmegaConf.load(config_path) if config_path.is_file() else None
     init_from = OmegaConf.select(config, "model.init_from") if config is not None else None
     warm_from = Path(init_from).parent.parent if init_from else None  # <run>/checkpoints/x
-    return Run(folder, summary.get("metrics", {}), run_fields(summary, config), warm_from)
+    identity = run_identity(config) if config is not None else {}
+    identity.pop("seed", None)
+    fields = run_fields(summary, config)
+    return Run(folder, summary.get("metrics", {}), fields, warm_from, identity)
+
+
+def is_evaluation(summary: dict[str, Any]) -> bool:
+    """A ``metrics.json`` of ``lnl_lightning.eval``: it tested a checkpoint, trained nothing."""
+    return summary.get("kind") == "evaluation" or summary.get("tested_weights") not in (
+        None,
+        "last",
+        "best",
+    )
 
 
 def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
@@ -214,7 +234,8 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
         except (OSError, json.JSONDecodeError) as err:
             log.warning("Skipping unreadable %s: %s", path, err)
             continue
-        runs.append(load_run(path.parent, summary))
+        if not is_evaluation(summary):
+            runs.append(load_run(path.parent, summary))
     incomplete = []
     for hydra_dir in sorted(root.rglob(".hydra")):
         folder = hydra_dir.parent
@@ -232,12 +253,16 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
 def summarize(runs: list[Run]) -> list[Row]:
     """Group runs by every identifying field but the seed."""
     rows: dict[tuple, Row] = {}
+    identities: dict[tuple, dict[str, Any]] = {}
     for run in runs:
-        key = tuple(run.fields.get(k) for k in KEY_FIELDS)
+        shown = tuple(run.fields.get(k) for k in KEY_FIELDS)
+        key = (shown, json.dumps(run.identity, sort_keys=True, default=str))
         row = rows.setdefault(key, Row({k: run.fields.get(k) for k in KEY_FIELDS}))
+        identities[key] = run.identity
         row.seeds.append(run.fields.get("seed"))
         for metric, value in run.metrics.items():
             row.values[metric].append(float(value))
+    _name_hidden_differences(rows, identities)
 
     def order(row: Row) -> tuple:
         return tuple(
@@ -245,6 +270,22 @@ def summarize(runs: list[Run]) -> list[Row]:
         )
 
     return sorted(rows.values(), key=order)
+
+
+def _name_hidden_differences(rows: dict[tuple, Row], identities: dict[tuple, dict]) -> None:
+    """Rows alike in every shown field get the settings that tell them apart in ``settings``."""
+    alike: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in rows:
+        alike[key[0]].append(key)
+    for keys in alike.values():
+        if len(keys) < 2:
+            continue
+        names = sorted({name for key in keys for name in identities[key]})
+        varying = [n for n in names if len({repr(identities[k].get(n)) for k in keys}) > 1]
+        for key in keys:
+            extra = " ".join(f"{n}={identities[key].get(n)}" for n in varying)
+            own = rows[key].fields.get("settings")
+            rows[key].fields["settings"] = " ".join(x for x in (own, extra) if x)
 
 
 def metric_columns(rows: list[Row]) -> list[str]:
@@ -682,8 +723,17 @@ def main(argv: list[str] | None = None) -> None:
     for folder in args.folders:
         if not folder.is_dir():
             parser.error(f"{folder} is not a folder")
+    out = args.out or args.folders[0]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        parser.error(
+            f"--out: cannot write into {out} ({err.strerror or err}): give a writable folder"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = write_report(args.folders, args.out, args.methods)
+    path = write_report(args.folders, out, args.methods)
     print(f"wrote {path}")
 
 

@@ -35,3 +35,27 @@ class FailedJobsReport(Callback):
         for path in failed:
             log.error("  %s: %s", path.parent, json.loads(path.read_text())["error"])
         sys.exit(1)
+
+
+class WritableRunFolder(Callback):
+    """Before Hydra makes the run (or sweep) folder: if it cannot be made or written, say so
+    naming the key and exit with status 2, instead of Hydra's traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(folder: str, key: str) -> None:
+        from lnl_lightning.data.checks import check_writable
+        from lnl_lightning.errors import ConfigError
+
+        try:
+            check_writable(
+                Path(folder), f"{key} (or LNL_LOG_DIR, where default folders go)", "the run"
+            )
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)

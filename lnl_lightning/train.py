@@ -14,12 +14,20 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
-from lnl_lightning.config import build
+from lnl_lightning.checkpoints import (
+    AtomicCheckpointIO,
+    check_fits,
+    check_networks,
+    load_checkpoint,
+)
+from lnl_lightning.config import build, unknown_setting
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.mnist_colors import describe_data
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.files import METRICS_FILE, load_checkpoint, write_text_atomic
+from lnl_lightning.files import METRICS_FILE, write_text_atomic
+from lnl_lightning.identity import check_same_run
 from lnl_lightning.loggers import build_loggers, finish_loggers
+from lnl_lightning.recipe_checks import check_recipe
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +85,24 @@ def build_model(cfg: DictConfig, spec: BiasSpec, test_names: tuple[str, ...]) ->
     Call after seeding: f, g, h are drawn first, then whatever the method builds itself
     (``make_networks`` builds more networks from the same ``net`` config, e.g. LfF's twin).
     """
-    return build(cfg.model, _partial_=True)(
-        **build_networks(cfg.net, spec),
-        bias_spec=spec,
-        test_names=test_names,
-        make_networks=functools.partial(build_networks, cfg.net, spec),
-    )
+    networks = build_networks(cfg.net, spec)
+    try:
+        return build(cfg.model, _partial_=True)(
+            **networks,
+            bias_spec=spec,
+            test_names=test_names,
+            make_networks=functools.partial(build_networks, cfg.net, spec),
+        )
+    except TypeError as err:
+        unknown = unknown_setting(err, cfg.model)
+        if unknown is None:
+            raise
+        raise unknown from None
 
 
 def check_config(cfg: DictConfig) -> None:
     """Checks on top-level keys that no component owns, made before any work."""
+    check_recipe(cfg)
     if not str(cfg.optimized_metric).startswith(("val/", "train/")):
         raise ConfigError(
             f"optimized_metric must be a val/... (or train/...) metric, never a test one, "
@@ -120,7 +136,14 @@ def check_config(cfg: DictConfig) -> None:
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
     if cfg.ckpt_path:
-        load_checkpoint(resume_path(cfg), "ckpt_path")
+        path = resume_path(cfg)
+        check_fits(load_checkpoint(path, "ckpt_path"), cfg.method, path, "ckpt_path", resume=True)
+    check_same_run(cfg, Path(cfg.paths.output_dir))
+
+
+def describe_networks(cfg: DictConfig) -> str:
+    """The method and feature extractor a config builds, for messages."""
+    return f"model={cfg.method}, net of {cfg.net.feature_extractor._target_}"
 
 
 def without_validation(cfg: DictConfig) -> bool:
@@ -194,6 +217,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build(cfg.data)
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg, datamodule.bias_spec, datamodule.test_names)
+    if cfg.ckpt_path:
+        path = resume_path(cfg)
+        check_networks(
+            load_checkpoint(path, "ckpt_path"), model, path, "ckpt_path", describe_networks(cfg)
+        )
     if without_validation(cfg) and cfg.callbacks.get("model_checkpoint") is not None:
         # nothing to select by: last.ckpt holds the last epoch's weights (the official protocol)
         cfg.callbacks.model_checkpoint = None
@@ -201,7 +229,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns the bar off
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = build_loggers(cfg)
-    trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = build(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
 
     config_path = out_dir / "config_resolved.yaml"
     if trainer.is_global_zero:

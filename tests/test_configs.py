@@ -241,6 +241,19 @@ def test_each_model_yaml_names_its_method(model, tmp_path):
     ("overrides", "message"),
     [
         (["perf=fast", "trainer.precision=16-mixed"], "perf.cuda_graph=true cannot train under"),
+        (["model.scheduler.step_size=0"], "model.scheduler.step_size must be a whole number"),
+        (["model.scheduler.gamma=nan"], r"model.scheduler.gamma must be a finite number > 0"),
+        (["model.optimizer.lr=0"], r"model.optimizer.lr must be a positive number, got 0"),
+        (["model.optimizer.lr=-1"], r"model.optimizer.lr must be a positive number, got -1"),
+        (["model.optimizer.lr=fast"], r"model.optimizer.lr must be a positive number, got 'fast'"),
+        (["model.optimizer.momentum=2"], r"model.optimizer.momentum must be in \[0, 1\), got 2"),
+        (["model.optimizer.momentum=-0.1"], r"model.optimizer.momentum must be in \[0, 1\)"),
+        (["model.optimizer.weight_decay=-1"], "model.optimizer.weight_decay must be a number >= 0"),
+        (["model.warm_start_lr=abc"], "model.warm_start_lr must be a positive number, got 'abc'"),
+        (["model.warm_start_lr=-1"], "model.warm_start_lr must be a positive number, got -1"),
+        (["model=lff", "model.optimizer.lr=0"], "model.optimizer.lr must be a positive number"),
+        (["seed=-1"], r"seed must be an integer from 0 to 4294967295, got -1"),
+        (["data.seed=-1"], r"data.seed must be an integer from 0 to 4294967295, got -1"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_before_any_work(overrides, message, tmp_path):
@@ -250,3 +263,33 @@ def test_settings_that_cannot_work_are_refused_before_any_work(overrides, messag
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.target_size=0", "data.target_size must divide 28"),
+        ("data.target_size=-1", "data.target_size must divide 28"),
+        ("data.target_size=5", "data.target_size must divide 28"),
+        ("data.grayscale=2", "data.grayscale must be true or false, got 2"),
+    ],
+)
+def test_data_settings_that_cannot_work_are_refused_when_the_data_is_built(
+    override, message, tmp_path
+):
+    from lnl_lightning.config import build
+
+    cfg = compose_train([override, f"data.data_dir={tmp_path}"], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        build(cfg.data)
+
+
+def test_a_key_the_model_does_not_take_is_named(tmp_path):
+    from lnl_lightning.data.contract import BiasSpec
+    from lnl_lightning.train import build_model
+
+    spec = BiasSpec(10, 10, 8, tuple((c, c) for c in range(10)), target_kind="pixel")
+    cfg = compose_train(["+model.foo=1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"model.foo is not a setting of .*LNLModule"):
+        build_model(cfg, spec, ("test",))
+    assert build_model(compose_train([], tmp_path), spec, ("test",)).method == "lnl"

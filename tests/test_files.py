@@ -31,3 +31,18 @@ def test_written_files_follow_the_umask_as_open_does(tmp_path, umask):
         os.umask(old)
     mode = (tmp_path / "metrics.json").stat().st_mode & 0o777
     assert mode == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_run_folder_is_locked_while_a_run_writes_there(tmp_path):
+    import os
+
+    from lnl_lightning.errors import ConfigError
+    from lnl_lightning.files import run_lock
+
+    with run_lock(tmp_path / "run"):
+        assert (tmp_path / "run" / ".lock").read_text() == f"pid {os.getpid()}\n"
+        busy = rf"run is in use by another run \(pid {os.getpid()}"
+        with pytest.raises(ConfigError, match=busy), run_lock(tmp_path / "run"):
+            pass
+    with run_lock(tmp_path / "run"):  # released: the next run takes it
+        pass

@@ -36,3 +36,20 @@ def check_writable(folder: Path, key: str, needed_for: str) -> None:
             f"({err.strerror or err}). Give {key} a writable folder, or one that already holds "
             f"the files."
         ) from err
+
+
+def held_out_count(val_fraction: float, num_images: int) -> int:
+    """Images ``data.val_fraction`` holds out of ``num_images``; at least one when it is > 0."""
+    num_val = int(round(val_fraction * num_images))
+    if val_fraction > 0 and num_val < 1:
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} holds out {val_fraction * num_images:.3g} of the "
+            f"{num_images} training images, fewer than one, so there would be nothing to "
+            f"validate on: give at least {1 / num_images:.3g}, or 0 (no validation split)"
+        )
+    if num_val >= num_images:
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} holds out all {num_images} training images: "
+            f"give a smaller one"
+        )
+    return num_val

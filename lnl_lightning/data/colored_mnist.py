@@ -39,7 +39,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lnl_lightning.data.authors_arrays import array_splits, find_arrays, read_arrays
-from lnl_lightning.data.checks import check_color_bins, check_loader_settings, check_writable
+from lnl_lightning.data.checks import (
+    check_color_bins,
+    check_loader_settings,
+    check_writable,
+    held_out_count,
+)
 from lnl_lightning.data.contract import (
     BIAS_GROUP,
     BIAS_TARGET,
@@ -193,6 +198,13 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             )
         check_loader_settings(batch_size, val_fraction, num_workers)
         check_color_bins(color_bins)
+        if not isinstance(target_size, int) or not 1 <= target_size <= 28 or 28 % target_size:
+            raise ConfigError(
+                f"data.target_size must divide 28 (the image side), e.g. 14, the official "
+                f"network's feature map, got {target_size!r}"
+            )
+        if not isinstance(grayscale, bool):
+            raise ConfigError(f"data.grayscale must be true or false, got {grayscale!r}")
         self.palette = check_palette(palette)
         self.source = source
         self.arrays_dir = self._check_arrays_dir(arrays_dir, protocol)
@@ -278,7 +290,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
     def _split(self, num_train: int, split_seed: np.random.SeedSequence) -> tuple[Any, Any]:
         """Training and validation positions among the ``num_train`` training images."""
         order = torch.from_numpy(np.random.default_rng(split_seed).permutation(num_train))
-        num_val = int(round(self.val_fraction * len(order)))
+        num_val = held_out_count(self.val_fraction, len(order))
         return order[num_val:], order[:num_val]
 
     def read_arrays(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -339,8 +351,16 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         return self.data_dir / "colored_mnist_cache" / f"{key}.pt"
 
     def _load_cache(self) -> dict | None:
+        """The cached tensors; None (they are built again) if there are none or they do not
+        read, e.g. a file cut short by a full disk or a copy."""
         path = self._cache_file()
-        return torch.load(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal
+            log.warning("Data cache %s does not read (%s): building the data again", path, err)
+            return None
 
     def _save_cache(self, tensors: dict) -> None:
         write_atomic(self._cache_file(), lambda tmp: torch.save(tensors, tmp))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lnl_lightning.data.checks import held_out_count
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.image_files import (
     ImageRecords,
@@ -63,6 +64,17 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     if not rows:
         raise DataError(f"{csv_path} has no rows")
+    blank = [
+        f"line {i + 2} ({', '.join(k for k in REQUIRED_COLUMNS if not row.get(k))})"
+        for i, row in enumerate(rows)
+        if not all(row.get(k) for k in REQUIRED_COLUMNS)
+    ]
+    if blank:
+        more = f" and {len(blank) - 5} more" if len(blank) > 5 else ""
+        raise DataError(
+            f"{csv_path}: every row needs a {', '.join(REQUIRED_COLUMNS)}; empty in "
+            f"{'; '.join(blank[:5])}{more}"
+        )
     return rows
 
 
@@ -155,7 +167,13 @@ class ImageCSVDataModule(ImageSplitsDataModule):
             return split
         order = np.random.default_rng(self.seed).permutation(len(rows))
         num_test = int(round(self.test_fraction * len(rows)))
-        num_val = int(round(self.val_fraction * len(rows)))
+        if num_test < 1:
+            raise ConfigError(
+                f"data.test_fraction={self.test_fraction} of the {len(rows)} rows of "
+                f"{self.csv_path} leaves no image to test on: give more rows, a larger "
+                f"data.test_fraction, or a split column"
+            )
+        num_val = held_out_count(self.val_fraction, len(rows))
         split = np.full(len(rows), "train", dtype=object)
         split[order[:num_test]] = "test"
         split[order[num_test : num_test + num_val]] = "val"

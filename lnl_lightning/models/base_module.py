@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lnl_lightning.checkpoints import load_checkpoint, state_dict_differences
 from lnl_lightning.data.contract import (
     BIAS_GROUP,
     BIAS_TARGET,
@@ -42,7 +43,6 @@ from lnl_lightning.data.contract import (
     BiasSpec,
 )
 from lnl_lightning.errors import ConfigError, TrainingDiverged
-from lnl_lightning.files import load_checkpoint
 from lnl_lightning.metrics import GroupAccuracy, group_summary
 from lnl_lightning.models.distributed import all_reduce_buffers, all_reduce_gradients
 from lnl_lightning.models.losses import bias_cross_entropy
@@ -450,5 +450,11 @@ class DebiasModule(RunModule):
             part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             if not part:
                 raise ConfigError(f"model.init_from: {file} holds no '{prefix}*' weights")
+            differences = state_dict_differences(part, module.state_dict())
+            if differences:
+                raise ConfigError(
+                    f"model.init_from: {file} holds another {prefix.rstrip('.')} than this "
+                    f"config builds ({differences}): warm-start from a run of the same net"
+                )
             module.load_state_dict(part)
         log.info("Warm-started f and g from %s", file)

@@ -158,6 +158,18 @@ def test_cache_round_trip(mnist_dir, tmp_path):
     assert torch.equal(dm.splits["test"].images, cached.splits["test"].images)
 
 
+def test_a_truncated_cache_is_built_again(mnist_dir):
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), cache=True, seed=7)
+    dm.setup()
+    path = dm._cache_file()
+    path.write_bytes(path.read_bytes()[:1000])  # cut short, as by a full disk
+    again = ColoredMNISTDataModule(data_dir=str(mnist_dir), cache=True, seed=7)
+    assert again._load_cache() is None
+    again.setup()
+    assert torch.equal(dm.splits["test"].images, again.splits["test"].images)
+    assert again._load_cache() is not None  # and written again whole
+
+
 def test_batches_follow_the_contract(mnist_dir):
     dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), batch_size=32)
     dm.setup()
@@ -310,6 +322,45 @@ def test_val_fraction_zero_trains_on_every_training_image_and_tests_each_epoch(m
     val_loader, test_loader = dm.val_dataloader()
     assert len(val_loader) == 0
     assert test_loader.dataset is dm.splits["test"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "file", "message"),
+    [
+        ("random", "train-images-idx3-ubyte", r"magic number is .*0x803 expected"),
+        ("magic", "t10k-labels-idx1-ubyte", r"not an MNIST label file: its magic number is 0x803"),
+        ("one_label_fewer", "train-labels-idx1-ubyte", r"holds 50 images but .* 49 labels"),
+        ("missing", "t10k-images-idx3-ubyte", r"missing from .*: t10k-images-idx3-ubyte \("),
+    ],
+)
+def test_each_damaged_or_missing_mnist_file_is_named(damage, file, message, tmp_path):
+    import struct
+
+    from ..helpers.fixtures import make_mnist
+
+    raw = make_mnist(tmp_path, num_train=50, num_test=20) / "MNIST" / "raw"
+    path = raw / file
+    if damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    elif damage == "magic":  # an image file where the labels belong
+        path.write_bytes((raw / "t10k-images-idx3-ubyte").read_bytes())
+    elif damage == "one_label_fewer":
+        data = path.read_bytes()
+        path.write_bytes(data[:4] + struct.pack(">i", 49) + data[8:-1])
+    else:
+        path.unlink()
+    with pytest.raises((DataError, DataNotFoundError), match=message) as err:
+        ColoredMNISTDataModule(data_dir=str(tmp_path), download=False).prepare_data()
+    assert str(raw) in str(err.value)
+
+
+def test_a_val_fraction_holding_out_no_image_is_refused_before_the_first_epoch(mnist_dir):
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), val_fraction=0.000001)
+    with pytest.raises(ConfigError, match=r"data.val_fraction=1e-06 holds out .* fewer than one"):
+        dm.setup()
+    kept = ColoredMNISTDataModule(data_dir=str(mnist_dir), val_fraction=1 / 600)
+    kept.setup()
+    assert len(kept.splits["val"]) == 1
 
 
 # ---------------------------------------------------------------- the paper-like default data

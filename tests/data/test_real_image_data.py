@@ -264,3 +264,11 @@ def test_image_csv_errors(tmp_path):
         ImageCSVDataModule(str(csv_path), **SMALL)
     with pytest.raises(DataNotFoundError, match="no CSV file"):
         ImageCSVDataModule(str(tmp_path / "none.csv"), **SMALL)
+    csv_path.write_text(text.replace("images/bird_grass_0.jpg,bird,", "images/bird_grass_0.jpg,,"))
+    with pytest.raises(DataError, match=r"every row needs a path, label, bias; empty in line 2 "):
+        ImageCSVDataModule(str(csv_path), **SMALL)
+    csv_path.write_text("\n".join(text.splitlines()[:2]) + "\n")  # one row
+    with pytest.raises(
+        ConfigError, match=r"data.(val|test)_fraction=0.\d+ .*(fewer than one|no image)"
+    ):
+        ImageCSVDataModule(str(csv_path), **SMALL)

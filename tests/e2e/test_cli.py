@@ -318,3 +318,74 @@ def test_ckpt_path_last_without_a_checkpoint_says_what_to_do(tmp_path, mnist_dir
         cwd=tmp_path,
     )
     assert result.returncode == 2 and "give hydra.run.dir=<the run folder>" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, refusal",
+    [
+        (["data.color_var=0.05"], "holds a run of another config (data.color_var: 0.02 -> 0.05"),
+        (
+            ["experiment=colored_mnist_baseline"],
+            "was written by a model=lnl run, but this config is model=baseline",
+        ),
+    ],
+    ids=["other_data", "other_method"],
+)
+def test_resuming_a_run_of_another_config_is_refused_and_its_records_kept(
+    overrides, refusal, lnl_run, tmp_path, mnist_dir
+):
+    records = {
+        name: (lnl_run / name).read_bytes()
+        for name in ("config_resolved.yaml", "metrics.json", "checkpoints/last.ckpt")
+    }
+    result = run_cli(
+        "experiment=colored_mnist",
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=32",
+        *overrides,
+        "ckpt_path=last",
+        f"hydra.run.dir={lnl_run}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert refusal in result.stderr
+    assert {name: (lnl_run / name).read_bytes() for name in records} == records
+
+
+def test_a_run_folder_in_use_by_another_run_is_refused(lnl_run, tmp_path, mnist_dir):
+    from lnl_lightning.files import run_lock
+
+    folder = tmp_path / "busy"
+    with run_lock(folder):
+        result = run_cli(
+            "experiment=colored_mnist",
+            "debug=fast",
+            f"data.data_dir={mnist_dir}",
+            f"hydra.run.dir={folder}",
+            cwd=tmp_path,
+        )
+    assert result.returncode == 2
+    assert f"hydra.run.dir: {folder} is in use by another run (pid " in result.stderr
+    assert not (folder / "config_resolved.yaml").exists()
+
+
+@pytest.mark.parametrize("where", ["hydra.run.dir", "LNL_LOG_DIR", "hydra.sweep.dir"])
+def test_an_unwritable_run_folder_is_named_before_any_work(where, tmp_path, mnist_dir):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a folder cannot be made below a file, even by root
+    args = ["experiment=colored_mnist", "debug=fast", f"data.data_dir={mnist_dir}"]
+    env = {}
+    if where == "hydra.run.dir":
+        args.append(f"hydra.run.dir={blocker / 'run'}")
+    elif where == "LNL_LOG_DIR":
+        env["LNL_LOG_DIR"] = str(blocker)
+    else:
+        args = ["-m", *args, f"hydra.sweep.dir={blocker / 'sweep'}", "seed=0,1"]
+    result = run_cli(*args, cwd=tmp_path, **env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    key = "hydra.sweep.dir" if where == "hydra.sweep.dir" else "hydra.run.dir"
+    assert f"error: {key} (or LNL_LOG_DIR, where default folders go): the run has to write" in (
+        result.stderr
+    )
+    assert str(blocker) in result.stderr and "Traceback" not in result.stderr

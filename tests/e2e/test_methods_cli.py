@@ -124,7 +124,7 @@ def test_eval_refuses_a_checkpoint_of_another_method_by_name(method_runs, tmp_pa
         module="lnl_lightning.eval",
     )
     assert result.returncode == 2
-    assert "does not fit the networks and method of this config" in result.stderr
+    assert "was written by a model=lff run, but this config is model=lnl" in result.stderr
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.report import collect, epoch_curve, summarize, write_report
@@ -249,6 +250,41 @@ def test_report_keeps_apart_runs_of_other_method_settings(tmp_path):
     assert [r.mean("test/acc") for r in rows] == [0.3, 0.7]
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"model": {"optimizer": {"lr": 0.1}}}, "model.optimizer.lr=0.1"),
+        ({"model": {"optimizer": {"momentum": 0.5}}}, "model.optimizer.momentum=0.5"),
+        ({"trainer": {"limit_train_batches": 0.1}}, "trainer.limit_train_batches=0.1"),
+        ({"data": {"seed": 3}}, "data.seed=3"),
+        ({"data": {"grayscale": True}}, "data.grayscale=True"),
+        ({"data": {"batch_size": 64}}, "data.batch_size=64"),
+    ],
+)
+def test_report_keeps_apart_runs_differing_in_any_setting_and_names_it(change, named, tmp_path):
+    for seed in (0, 1):  # two seeds of the usual run, two of the changed one
+        write_run(tmp_path / f"usual{seed}", "lnl", 0.01, seed, 0.3)
+        folder = tmp_path / f"changed{seed}"
+        write_run(folder, "lnl", 0.01, seed, 0.7)
+        config = OmegaConf.load(folder / "config_resolved.yaml")
+        OmegaConf.save(OmegaConf.merge(config, change), folder / "config_resolved.yaml")
+        (folder / "logs").mkdir()  # where a file lies does not tell runs apart
+    rows = summarize(collect(tmp_path)[0])
+    assert sorted((r.mean("test/acc"), len(r.seeds)) for r in rows) == [(0.3, 2), (0.7, 2)]
+    changed = next(r for r in rows if r.mean("test/acc") == 0.7)
+    assert named in changed.fields["settings"]
+
+
+def test_report_leaves_out_evaluations_of_a_checkpoint(tmp_path):
+    write_run(tmp_path / "run", "lnl", 0.01, 0, 0.3)
+    write_run(tmp_path / "eval", "lnl", 0.01, 0, 0.9)
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    summary.update(kind="evaluation", tested_weights=str(tmp_path / "run" / "last.ckpt"))
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(summary))
+    rows = summarize(collect(tmp_path)[0])
+    assert [(r.mean("test/acc"), len(r.seeds)) for r in rows] == [(0.3, 1)]
+
+
 def test_report_sets_the_rebias_protocol_against_its_published_numbers(tmp_path):
     for seed, acc in ((0, 0.30), (1, 0.50)):
         data = {"protocol": "rebias", "rho": 0.997}
@@ -276,6 +312,17 @@ def test_report_cli_rejects_a_missing_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nope")])
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_report_cli_names_an_unwritable_out_folder(tmp_path, capsys):
+    from lnl_lightning.report import main
+
+    write_run(tmp_path / "runs" / "a", "lnl", 0.01, 0, 0.3)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "a_file" / "report")])
+    assert exit_.value.code == 2
+    assert f"--out: cannot write into {tmp_path / 'a_file' / 'report'}" in capsys.readouterr().err
 
 
 def test_a_failing_job_does_not_stop_the_sweep_but_fails_the_command(tmp_path, mnist_dir):
