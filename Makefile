@@ -16,6 +16,11 @@ LNL_MODEL ?= lnl
 # The overrides that select method $$m: a model yaml, or Gray (the baseline on grey images).
 METHOD_SELECT = case $$m in gray) echo model=baseline data.grayscale=true model.method=gray;; \
 	*) echo model=$$m;; esac
+TRAIN_DIR ?= outputs/train/$(shell date +%Y-%m-%d_%H-%M-%S)
+# make train without a schedule of its own: say first that it takes hours on a CPU
+TRAIN_WARNING = $(if $(findstring max_epochs,$(ARGS))$(findstring debug=,$(ARGS)),true,echo \
+	"make train: baseline and LNL, 100 epochs each: hours on a CPU, minutes on a GPU; \
+	ARGS='trainer.max_epochs=2' for a quick look")
 COMPARE_JOBS ?= $(shell nproc)
 COMPARE_NAME ?= $(EPOCHS)ep
 COMPARE_DIR ?= outputs/compare_$(COMPARE_NAME)
@@ -56,8 +61,12 @@ test: $(STAMP) ## Run the test suite except the slow tests (generated fixtures, 
 test-slow: $(STAMP) ## Run only the tests marked slow (the ddp_spawn, submitit and Optuna sweeps, make reproduce and make compare end to end, the fused step across a resume and under DDP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side; overrides in ARGS="..."
-	$(PY) -m lnl_lightning -m experiment=colored_mnist_baseline,colored_mnist data.data_dir=$(DATA_DIR) $(ARGS)
+train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side, then print their table; overrides in ARGS="..."
+	@$(TRAIN_WARNING)
+	$(PY) -m lnl_lightning -m experiment=colored_mnist_baseline,colored_mnist data.data_dir=$(DATA_DIR) \
+		hydra.sweep.dir=$(TRAIN_DIR) $(ARGS)
+	@$(PY) -m lnl_lightning.report $(TRAIN_DIR) > /dev/null && echo "baseline vs LNL ($(TRAIN_DIR)/report.md):" \
+		&& sed -n '/^| task_name/,/^$$/p' $(TRAIN_DIR)/report.md
 
 bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fused), bare loop
 	$(PY) benchmarks/step_throughput.py $(ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -20,6 +21,10 @@ from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
 from lnl_lightning.files import ERROR_FILE, run_lock, write_text_atomic
 
 log = logging.getLogger("lnl_lightning")
+
+
+class DiskFull(OSError):
+    """The disk filled up during a run: what to do, instead of the traceback."""
 
 
 def is_multirun() -> bool:
@@ -55,7 +60,14 @@ def main(cfg: DictConfig) -> float:
         print(hint, file=sys.stderr)
         sys.exit(128 + signum)  # the conventional status of a process ended by that signal
     except Exception as err:
-        expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            err = DiskFull(  # noqa: PLW2901 - the clear error in its place
+                f"no space left on the device writing {err.filename or 'a run file'} in "
+                f"{out_dir}: free some space, then continue with: python -m lnl_lightning "
+                f"<same overrides> ckpt_path=last hydra.run.dir={out_dir} (checkpoints are "
+                f"written atomically: the last one is whole)"
+            )
+        expected = isinstance(err, (ConfigError, DataError, TrainingDiverged, DiskFull))
         if not is_multirun():
             if not expected:
                 raise

@@ -56,7 +56,7 @@ def unknown_setting(err: TypeError, node: Any) -> ConfigError | None:
 # Typed schemas of the config groups (Hydra's structured configs): a value of the wrong type
 # (``trainer.max_epochs=abc``) is refused while the config is composed, with the key named.
 # Each yaml of a group lists its schema first in its defaults; keys a schema does not list
-# can still be added (``+trainer.gradient_clip_val=1``).
+# can still be added (``+trainer.detect_anomaly=true``).
 
 
 @dataclass

@@ -66,5 +66,12 @@ def check_recipe(cfg: DictConfig) -> None:
             check_optimizer(f"model.{name}", node)
         elif name.endswith("scheduler"):
             check_scheduler(f"model.{name}", node)
+    trainer = cfg.get("trainer") or {}
+    for key, off in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
+        if trainer.get(key, off) not in (off, 0 if off is None else off):
+            raise ConfigError(
+                f"trainer.{key} cannot apply: the methods step their own optimizers (Lightning's "
+                f"manual optimization), which Lightning does not clip or accumulate; remove it"
+            )
     if model.get("warm_start_lr") is not None:
         check_positive("model.warm_start_lr", model.warm_start_lr)

@@ -225,8 +225,8 @@ def test_a_value_of_the_wrong_type_is_refused_while_composing_with_its_key(
 
 
 def test_keys_beyond_the_schema_can_still_be_added(tmp_path):
-    cfg = compose_train(["+trainer.gradient_clip_val=1.0", "trainer.max_epochs=3"], tmp_path)
-    assert cfg.trainer.gradient_clip_val == 1.0 and cfg.trainer.max_epochs == 3
+    cfg = compose_train(["+trainer.detect_anomaly=true", "trainer.max_epochs=3"], tmp_path)
+    assert cfg.trainer.detect_anomaly is True and cfg.trainer.max_epochs == 3
 
 
 @pytest.mark.parametrize("model", ["lnl", "baseline", "blind_eye", "group_dro", "lff"])
@@ -253,6 +253,8 @@ def test_each_model_yaml_names_its_method(model, tmp_path):
         (["model.warm_start_lr=-1"], "model.warm_start_lr must be a positive number, got -1"),
         (["model=lff", "model.optimizer.lr=0"], "model.optimizer.lr must be a positive number"),
         (["seed=-1"], r"seed must be an integer from 0 to 4294967295, got -1"),
+        (["+trainer.gradient_clip_val=1"], "trainer.gradient_clip_val cannot apply: the methods"),
+        (["+trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches cannot apply"),
         (["data.seed=-1"], r"data.seed must be an integer from 0 to 4294967295, got -1"),
     ],
 )
@@ -293,3 +295,11 @@ def test_a_key_the_model_does_not_take_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"model.foo is not a setting of .*LNLModule"):
         build_model(cfg, spec, ("test",))
     assert build_model(compose_train([], tmp_path), spec, ("test",)).method == "lnl"
+
+
+def test_a_mandatory_key_left_out_is_named(tmp_path):
+    from lnl_lightning.config import build
+
+    cfg = compose_train(["experiment=image_csv"], tmp_path)
+    with pytest.raises(ConfigError, match=r"data.csv_path must be given .*data.csv_path=<value>"):
+        build(cfg.data)

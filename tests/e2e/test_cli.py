@@ -389,3 +389,20 @@ def test_an_unwritable_run_folder_is_named_before_any_work(where, tmp_path, mnis
         result.stderr
     )
     assert str(blocker) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_full_disk_ends_with_what_to_do(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "experiment=colored_mnist",
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        "+callbacks.full._target_=tests.helpers.signal_callback.DiskFullAtEpochEnd",
+        "+callbacks.full.epoch=0",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: no space left on the device writing metrics.csv" in result.stderr
+    assert f"ckpt_path=last hydra.run.dir={run_dir}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -554,3 +554,19 @@ def test_make_targets_read_the_data_folder_from_lnl_data_dir(variables, expected
         dry = run_make(target, "-n", *variables)
         assert dry.returncode == 0, dry.stderr
         assert expected in dry.stdout, (target, dry.stdout[:2000])
+
+
+def test_make_train_warns_of_hours_then_prints_the_pair_side_by_side(tmp_path, mnist_dir):
+    dry = run_make("train", "-n")
+    assert "hours on a CPU" in dry.stdout and "lnl_lightning.report" in dry.stdout
+    quick = run_make("train", "-n", "ARGS=trainer.max_epochs=2")
+    assert "hours on a CPU" not in quick.stdout
+    result = run_make(
+        "train",
+        f"DATA_DIR={mnist_dir}",
+        f"TRAIN_DIR={tmp_path / 'train'}",
+        "ARGS=debug=fast",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout.split("baseline vs LNL")[1]
+    assert "| baseline |" in table and "| lnl |" in table and "test/acc" in table
