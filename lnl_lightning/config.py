@@ -134,8 +134,9 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (safe to call more than once)."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainSchema)
-    store.store(group="trainer", name="schema", node=TrainerSchema)
-    store.store(group="data", name="colored_mnist_schema", node=ColoredMNISTSchema)
+    # outside the groups, so that --help does not offer them as choices
+    store.store(name="trainer_schema", node=TrainerSchema)
+    store.store(name="colored_mnist_schema", node=ColoredMNISTSchema)
 
 
 register_configs()

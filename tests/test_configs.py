@@ -303,3 +303,18 @@ def test_a_mandatory_key_left_out_is_named(tmp_path):
     cfg = compose_train(["experiment=image_csv"], tmp_path)
     with pytest.raises(ConfigError, match=r"data.csv_path must be given .*data.csv_path=<value>"):
         build(cfg.data)
+
+
+def test_help_offers_no_internal_schema_as_a_choice(tmp_path):
+    import subprocess
+    import sys
+
+    groups = subprocess.run(
+        [sys.executable, "-m", "lnl_lightning", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    ).stdout.split("== Config ==")[0]
+    assert "data: colored_mnist," in groups and "trainer: ddp" in groups
+    assert "schema" not in groups
