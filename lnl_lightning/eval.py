@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     runs = [] if without_validation(cfg) else [trainer.validate]
     for step in (*runs, trainer.test):
-        result = step(model, datamodule=datamodule, ckpt_path=str(checkpoint))
+        result = step(model, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
         metrics.update({k: float(v) for k, v in result[0].items()})
     if trainer.is_global_zero:
         summary: dict[str, Any] = {

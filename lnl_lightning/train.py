@@ -249,8 +249,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt = "best" if cfg.test_ckpt == "best" else None  # None: the weights as training left them
     metrics: dict[str, float] = {}
     for result in (
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt),
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt),
+        # verbose=False: the final metrics are logged once, by the module, not in tables too
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False),
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False),
     ):
         metrics.update({k: float(v) for k, v in result[0].items()})
 

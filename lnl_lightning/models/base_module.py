@@ -376,7 +376,9 @@ class DebiasModule(RunModule):
         values = {f"{stage}/{name}": value.to(self.device) for name, value in summary.items()}
         values[f"{stage}/bias_acc"] = self.bias_acc[stage].compute()
         self.log_dict(values, prog_bar=False)
-        if not self.trainer.sanity_checking and self.trainer.is_global_zero:
+        fn = self.trainer.state.fn
+        repeated = fn == "validate" and stage != "val"  # the test call reports the test splits
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero and not repeated:
             summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
             when = f"epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else "final"
             log.info("%s  %s", when, summary)

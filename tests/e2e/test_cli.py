@@ -406,3 +406,16 @@ def test_a_full_disk_ends_with_what_to_do(tmp_path, mnist_dir):
     assert "error: no space left on the device writing metrics.csv" in result.stderr
     assert f"ckpt_path=last hydra.run.dir={run_dir}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_final_metrics_are_printed_once(tmp_path, mnist_dir):
+    result = run_ok(
+        "experiment=colored_mnist",
+        "debug=fast",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    final = [line for line in result.stdout.splitlines() if "] - final  " in line]
+    assert [line.split("] - final  ")[1].split()[0] for line in final] == ["val/acc", "test/acc"]
+    assert "Test metric" not in result.stdout and "Validate metric" not in result.stdout
