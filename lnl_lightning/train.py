@@ -293,5 +293,8 @@ def _last_throughput(trainer: pl.Trainer) -> float | None:
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    return getattr(callback, "best_model_path", None) or None
+    """The checkpoint selected by validation (None without one: last.ckpt selects nothing)."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) is not None:
+            return getattr(callback, "best_model_path", None) or None
+    return None

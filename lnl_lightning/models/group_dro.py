@@ -70,11 +70,16 @@ class GroupDROModule(DebiasModule):
 
     def group_losses(self, per_sample: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Mean of ``per_sample`` over each group's samples in the batch (0 where none)."""
-        sums = per_sample.new_zeros(self.num_groups).index_add(0, cells, per_sample)
-        counts = per_sample.new_zeros(self.num_groups).index_add(
-            0, cells, torch.ones_like(per_sample)
-        )
+        sums, counts = self.group_sums(per_sample, cells)
         return sums / counts.clamp(min=1)
+
+    def group_sums(
+        self, per_sample: torch.Tensor, cells: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum of ``per_sample`` and number of samples, per group, in the batch."""
+        sums = per_sample.new_zeros(self.num_groups).index_add(0, cells, per_sample)
+        counts = torch.bincount(cells, minlength=self.num_groups).to(sums)
+        return sums, counts
 
     @torch.no_grad()
     def update_group_weights(self, group_losses: torch.Tensor) -> None:
@@ -90,22 +95,24 @@ class GroupDROModule(DebiasModule):
         label_logits = self.label_head(features)
         per_sample = F.cross_entropy(label_logits, batch[LABEL], reduction="none")
         cells = batch[LABEL] * self.bias_spec.num_bias_groups + batch[BIAS_GROUP]
-        group_losses = self.group_losses(per_sample, cells)
-        # every process moves q with the losses of the whole (global) batch
-        self.update_group_weights(self._global_group_losses(per_sample.detach(), cells))
-        robust_loss = (self.group_weights * group_losses).sum()
+        # L_g over the whole (global) batch: every process moves q alike, and each
+        # contributes its samples' share of sum_g q_g L_g (the gradient all-reduce averages
+        # the processes' gradients, hence the world size), so N processes step as one does
+        sums, counts = self.group_sums(per_sample, cells)
+        global_sums, global_counts = sums.detach(), counts
+        world = self.trainer.world_size
+        if world > 1:  # the all-reduce works in place: on copies
+            reduce = self.trainer.strategy.reduce
+            global_sums, global_counts = (
+                reduce(t.clone(), reduce_op="sum") for t in (global_sums, counts)
+            )
+        global_counts = global_counts.clamp(min=1)
+        self.update_group_weights(global_sums / global_counts)
+        robust_loss = world * (self.group_weights * (sums / global_counts)).sum()
         opt_main.zero_grad()
         self.backward_and_reduce(robust_loss, [self.feature_extractor, self.label_head])
         opt_main.step()
-        self.log("train/robust_loss", robust_loss.detach())
+        self.log("train/robust_loss", (self.group_weights * global_sums / global_counts).sum())
         bias_loss = self.train_bias_probe(batch, features, opt_bias)
         label_loss = per_sample.detach().mean()
         self.record_step(batch, batch_idx, label_loss, label_logits, bias_loss)
-
-    def _global_group_losses(self, per_sample: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return self.group_losses(per_sample, cells)
-        sums = per_sample.new_zeros(self.num_groups).index_add(0, cells, per_sample)
-        counts = torch.bincount(cells, minlength=self.num_groups).to(sums)
-        sums, counts = (self.trainer.strategy.reduce(t, reduce_op="sum") for t in (sums, counts))
-        return sums / counts.clamp(min=1)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chi2_contingency, truncnorm
+from scipy.stats import chi2_contingency, kstest, truncnorm
 from torch.distributions import Normal
 
 from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
@@ -137,6 +137,25 @@ def test_test_colour_class_is_independent_of_the_digit(mnist_dir):
     table.index_put_((test.labels, test.groups), torch.ones(len(test.labels)), accumulate=True)
     assert chi2_contingency(table.numpy()).pvalue > 1e-3
     assert 0.05 < (test.labels == test.groups).float().mean() < 0.15
+
+
+def test_test_colours_are_their_palette_entry_plus_the_training_noise(mnist_dir):
+    """Each test image's colour, given its colour class, is the class's palette entry plus
+    N(0, sigma^2) redrawn into (0, 1): through that truncated normal's CDF, the colours of
+    all images and channels are uniform; through a narrower noise's, they are not."""
+    dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), color_var=0.05, val_fraction=0)
+    dm.setup()
+    test = dm.splits["test"]
+    colors = (test.images.amax((2, 3)).double() + 0.5) / 255  # each byte's middle: int(x * 255)
+    mean = PALETTE.double()[test.groups]
+
+    def through_cdf(color_var: float) -> np.ndarray:
+        std = math.sqrt(color_var)
+        a, b = (0 - mean) / std, (1 - mean) / std
+        return truncnorm.cdf(colors, a, b, loc=mean, scale=std).ravel()
+
+    assert kstest(through_cdf(0.05), "uniform").pvalue > 1e-3
+    assert kstest(through_cdf(0.02), "uniform").pvalue < 1e-6  # the test can tell sigma^2 apart
 
 
 def test_same_seed_same_tensors_bit_for_bit(mnist_dir):

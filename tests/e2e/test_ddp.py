@@ -49,10 +49,14 @@ def test_two_process_cli_run_writes_one_folder_and_keeps_ranks_identical(tmp_pat
 
 @pytest.mark.parametrize(
     "step",
-    ["official", pytest.param("fused", marks=pytest.mark.slow)],  # slow: in CI, not make test
+    # slow: in CI, not make test
+    ["official", pytest.param("fused", marks=pytest.mark.slow), "group_dro", "lff"],
 )
 def test_one_and_two_processes_give_the_same_weights(step, tmp_path):
     """Same global batches, same seed: the gradient all-reduce makes 2 processes match 1.
+
+    For GroupDRO and LfF the buffers are compared too: the group weights q and the
+    per-sample loss tables, which each process must update from the whole global batch.
 
     Equality holds up to float summation order (the all-reduce adds in another order than
     one large batch), hence a tight tolerance rather than bit equality.
@@ -85,11 +89,12 @@ def test_one_and_two_processes_give_the_same_weights(step, tmp_path):
         assert single.keys() == multi.keys()
         for key in single:
             assert torch.allclose(single[key], multi[key], rtol=1e-5, atol=1e-6), key
-    # training moved every parameter of f, g and h (3 steps at lr 0.05: by far more than the
-    # tolerance above), so the equality is not that of untouched weights
+    # training moved every parameter (f, g, h, LfF's twin) by 100 x the tolerance above or
+    # more (3 steps at lr 0.05; the twin's GCE gradient is the smallest), so the equality is
+    # not that of untouched weights
     for key, initial in start.named_parameters():
         moved = (single[key] - initial.detach()).abs().max().item()
-        assert moved > 1e-3, (key, moved)
+        assert moved > 1e-4, (key, moved)
 
 
 @pytest.mark.parametrize("trainer", ["ddp", "ddp_cpu", "ddp_spawn"])

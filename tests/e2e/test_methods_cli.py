@@ -79,6 +79,27 @@ def test_lff_resumes_with_its_per_sample_state(method_runs, tmp_path, mnist_dir)
     assert recorded(record) == [(1, 0), (1, 1), (1, 2)]  # a resume: epoch 1 alone
 
 
+def test_group_dro_resumes_with_its_group_weights(method_runs, tmp_path, mnist_dir):
+    """Stopped after epoch 0 and resumed, GroupDRO ends as the run that went straight on."""
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    shutil.copytree(method_runs / "group_dro", resumed)
+    record = tmp_path / "batches.txt"
+    common = ["experiment=colored_mnist", "model=group_dro", *SMALL, "trainer.max_epochs=2"]
+    common.append(f"data.data_dir={mnist_dir}")
+    run_ok(
+        *record_batches(record), *common, f"hydra.run.dir={resumed}", "ckpt_path=last", cwd=tmp_path
+    )
+    run_ok(*common, f"hydra.run.dir={straight}", cwd=tmp_path)
+    assert recorded(record) == [(1, 0), (1, 1), (1, 2)]  # a resume: epoch 1 alone
+    first, after, reference = (
+        torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for folder in (method_runs / "group_dro", resumed, straight)
+    )
+    assert not torch.equal(first["group_weights"], after["group_weights"])  # q moved on
+    for key, value in reference.items():  # q (not started again from uniform) and the weights
+        assert torch.equal(after[key], value), key
+
+
 def test_the_method_label_comes_from_the_model_yaml_not_the_weights(tmp_path, mnist_dir):
     run_ok(
         "experiment=colored_mnist",
