@@ -58,7 +58,7 @@ install: $(STAMP) ## Create .venv and install the package with its dev tools
 test: $(STAMP) ## Run the test suite except the slow tests (generated fixtures, no network)
 	$(PY) -m pytest -m "not slow" -n auto --dist loadfile $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## Run only the tests marked slow (the ddp_spawn, submitit and Optuna sweeps, make reproduce and make compare end to end, the fused step across a resume and under DDP)
+test-slow: $(STAMP) ## Run only the tests marked slow (the ddp_spawn, submitit and Optuna sweeps, make reproduce and make compare end to end, the fused step across a resume and under DDP, eval on whole splits, val_fraction=0 end to end, the GPU check on CPU)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 train: $(STAMP) ## Train baseline and LNL on Colored MNIST side by side, then print their table; overrides in ARGS="..."

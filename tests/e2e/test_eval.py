@@ -16,6 +16,8 @@ import torch
 
 from ..helpers.cli import run_ok
 
+pytestmark = pytest.mark.slow  # whole splits, several runs: in CI (make test-slow)
+
 WHOLE_SPLITS = (
     "debug=fast",  # 3 training batches an epoch, and then:
     "trainer.limit_val_batches=1.0",

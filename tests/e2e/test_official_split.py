@@ -9,8 +9,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from ..helpers.cli import run_ok
 from ..helpers.signal_callback import record_batches, recorded
+
+pytestmark = pytest.mark.slow  # two whole-split epochs: in CI (make test-slow)
 
 TRAIN_IMAGES, BATCH = 600, 60  # the generated MNIST's training split, whole: 10 batches
 
