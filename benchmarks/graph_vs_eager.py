@@ -2,7 +2,7 @@
 
 Two packs of K official LNL runs (different seeds, lambda and mu per member) are built
 identically and trained over the same batches, one with every step eager, one replayed from a
-CUDA graph (``PackedLNLModule(cuda_graph=True)``: warm-up, capture, replays, a recapture when
+CUDA graph (``pack_runs(members, cuda_graph=True)``: warm-up, capture, replays, a recapture when
 the learning rate changes, eager short batches). TF32 is off and deterministic algorithms on,
 so that the two differ only if the replay does something the eager step does not; the result
 is the largest difference over every weight, BatchNorm statistic, momentum buffer and epoch sum.
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from lnl_lightning.data.colored_mnist import pass_batch
 from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL
 from lnl_lightning.models.lnl_module import LNLModule
-from lnl_lightning.models.packed_module import PackedLNLModule
+from lnl_lightning.models.packed_runs import pack_runs
 
 MEMBERS = ((0, 0.01, 0.1), (1, 0.05, 0.2))  # seed, lambda, mu
 
@@ -63,7 +63,7 @@ def train(batches: list[dict], cuda_graph: bool, epochs: int) -> tuple[dict, int
         )
         for seed, lam, mu in MEMBERS
     ]
-    pack = PackedLNLModule(members, cuda_graph=cuda_graph)
+    pack = pack_runs(members, cuda_graph=cuda_graph)
     trainer = pl.Trainer(
         accelerator=bench.DEVICE.type,
         devices=1,

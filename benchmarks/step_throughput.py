@@ -13,8 +13,8 @@ The last line is ``ratios: lnl_vs_plain=X.XX lightning_vs_bare=Y.YY``: the time 
 LNL step over a plain step, and Lightning's loop over the bare loop (same fused step).
 
 Then packs (``--packs 1,7,21``): K official LNL runs trained as one packed network
-(:mod:`lnl_lightning.models.packed_module`, with ``cuda_graph=True``: replayed from a CUDA graph
-on a GPU); K = 1 is ``perf=fast``. Each prints the images/s of one member and of all K.
+(:func:`lnl_lightning.models.packed_runs.pack_runs`, with ``cuda_graph=True``: replayed from a
+CUDA graph on a GPU); K = 1 is ``perf=fast``. Each prints the images/s of one member and of all K.
 
     python benchmarks/step_throughput.py [--steps 60] [--repeats 5] [--threads 2] [--device cuda]
 
@@ -47,7 +47,7 @@ from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL,
 from lnl_lightning.models import networks
 from lnl_lightning.models.gradient_reversal import grad_reverse
 from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
-from lnl_lightning.models.packed_module import PackedLNLModule
+from lnl_lightning.models.packed_runs import pack_runs
 
 BATCH = 128
 SPEC = BiasSpec(10, 10, 8, tuple((c, c) for c in range(10)))
@@ -163,7 +163,7 @@ def packed(batches: list[dict], members: int) -> float:
     modules = [
         LNLModule(*nets(seed=k), SPEC, optimizer=functools.partial(sgd)) for k in range(members)
     ]
-    model = PackedLNLModule(modules, cuda_graph=True)
+    model = pack_runs(modules, cuda_graph=True)
     packed_batches = [
         {
             IMAGE: b[IMAGE].repeat(1, members, 1, 1),

@@ -46,6 +46,42 @@ def load_checkpoint(path: Path, key: str) -> dict:
         raise ConfigError(f"{key}: {path} is not a Lightning checkpoint (no state_dict)")
     if not checkpoint["state_dict"]:
         raise ConfigError(f"{key}: {path} holds no weights (its state_dict is empty)")
+    return upgrade_checkpoint(checkpoint)
+
+
+OLD_TRAIN_MEANS = ("train_label_loss", "train_bias_loss", "train_acc")  # torchmetrics means
+ENGINE_BUFFERS = ("train_sums", "first_bad", "steps_done")  # bookkeeping, not networks
+
+
+def upgrade_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before the engine kept per-member epoch sums, in today's layout
+    (in place; a current one is left as it is). Networks and optimizer states never changed.
+
+    Old ordinary runs kept the epoch's running means as torchmetrics ``MeanMetric`` states
+    (``train_label_loss.mean_value``, ``.weight``, ...), old packs their sums and their
+    members' lambda and mu; both kept one first-non-finite batch per member, now one per loss
+    term.
+    """
+    state = checkpoint["state_dict"]
+    if f"{OLD_TRAIN_MEANS[0]}.mean_value" in state:
+        label, bias, acc = (state[f"{name}.mean_value"] for name in OLD_TRAIN_MEANS)
+        images = state[f"{OLD_TRAIN_MEANS[2]}.weight"]
+        sums = torch.stack([label, bias, acc, images]).double().view(1, 4)
+        for name in OLD_TRAIN_MEANS:
+            for key in [k for k in state if k.startswith(f"{name}.")]:
+                del state[key]
+        state["train_sums"] = sums
+    if "train_sums" not in state:
+        return checkpoint  # not one of the engine's (e.g. weights saved by hand)
+    for key in ("lambdas", "mus"):  # a pack's members' settings: rebuilt from their configs
+        state.pop(key, None)
+    members = len(state["train_sums"])
+    first_bad = state.get("first_bad")
+    if first_bad is None:
+        state["first_bad"] = torch.full((members, 2), -1, dtype=torch.long)
+    elif first_bad.dim() == 1:  # one per member: it stands for either loss term
+        state["first_bad"] = first_bad.view(-1, 1).expand(-1, 2).clone()
+    state.setdefault("steps_done", torch.zeros((), dtype=torch.long))
     return checkpoint
 
 
@@ -74,7 +110,11 @@ def check_networks(
 ) -> None:
     """Refuse ``checkpoint`` unless its weights have ``model``'s names and shapes; ``what``
     describes the config's networks, for the message."""
-    differences = state_dict_differences(checkpoint["state_dict"], model.state_dict())
+    saved, expected = (
+        {k: v for k, v in state.items() if k not in ENGINE_BUFFERS}
+        for state in (checkpoint["state_dict"], model.state_dict())
+    )
+    differences = state_dict_differences(saved, expected)
     if differences:
         raise ConfigError(
             f"{key}: {path} holds other networks than this config builds ({what}; "

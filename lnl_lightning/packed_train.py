@@ -36,7 +36,8 @@ from lnl_lightning.errors import ConfigError
 from lnl_lightning.figures import save_group_matrix
 from lnl_lightning.files import METRICS_FILE, write_atomic, write_text_atomic
 from lnl_lightning.loggers import build_loggers, finish_loggers, log_group_matrix
-from lnl_lightning.models.packed_module import PackedLNLModule
+from lnl_lightning.models.base_module import DebiasModule
+from lnl_lightning.models.packed_runs import pack_runs, unpack_runs
 from lnl_lightning.train import build_model, check_config, run_fields
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def run_packed(cfgs: Sequence[DictConfig], pack_dir: Path) -> list[dict[str, flo
         members.append(build_model(cfg, spec, datamodules[0].test_names))
     datamodule = PackedDataModule(datamodules, member_data, [int(cfg.seed) for cfg in cfgs])
     perf = first.get("perf") or {}
-    pack = PackedLNLModule(members, cuda_graph=bool(perf.get("cuda_graph", False)))
+    pack = pack_runs(members, cuda_graph=bool(perf.get("cuda_graph", False)))
     member_dirs = [Path(cfg.paths.output_dir) for cfg in cfgs]
     member_loggers = [build_loggers(_own_wandb_run(cfg)) for cfg in cfgs]
     for cfg, out_dir, loggers in zip(cfgs, member_dirs, member_loggers, strict=True):
@@ -266,7 +267,7 @@ class MemberRuns(pl.Callback):
             if not isinstance(logger, WandbLogger):
                 logger.save()
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: PackedLNLModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: DebiasModule) -> None:
         # after this epoch's validation, as in an ordinary run's logs: one row per epoch
         validated = pl_module.results_epoch == trainer.current_epoch
         for k, train_metrics in enumerate(pl_module.train_metrics()):
@@ -275,6 +276,6 @@ class MemberRuns(pl.Callback):
                 metrics["train/images_per_s"] = self.throughput.last_rate
             self.write(k, {**metrics, "epoch": trainer.current_epoch}, trainer.global_step)
         pl_module._stop_if_diverged()  # never a member's NaN weights over its last checkpoint
-        for member, out_dir in zip(pl_module.unpack(), self.member_dirs, strict=True):
+        for member, out_dir in zip(unpack_runs(pl_module), self.member_dirs, strict=True):
             path = out_dir / "checkpoints" / "last.ckpt"
             _save_member_checkpoint(member, trainer, path, self.pack_dir)

@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from lnl_lightning.checkpoints import (
     AtomicCheckpointIO,
@@ -14,12 +15,13 @@ from lnl_lightning.checkpoints import (
     check_networks,
     load_checkpoint,
 )
+from lnl_lightning.data.colored_mnist import pass_batch
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule
 
-from .helpers.fixtures import fit_on_batches, random_batch
+from .helpers.fixtures import fit_on_batches, quiet_trainer, random_batch
 
 SPEC = BiasSpec(
     num_classes=10,
@@ -141,3 +143,35 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file(tmp_path, monkeypatc
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path, "ckpt_path")["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_a_checkpoint_of_the_earlier_layout_loads_resumes_and_keeps_its_sums(trained, tmp_path):
+    """Checkpoints written before the engine kept per-member sums (torchmetrics running
+    means, one non-finite marker per member) still evaluate, warm-start and resume."""
+    _, path = trained
+    checkpoint = torch.load(path, weights_only=True)
+    state = checkpoint["state_dict"]
+    label, bias, correct, images = state.pop("train_sums")[0].float()
+    for key in ("first_bad", "steps_done"):
+        del state[key]
+    for name, total in (
+        ("train_label_loss", label),
+        ("train_bias_loss", bias),
+        ("train_acc", correct),
+    ):
+        state[f"{name}.mean_value"], state[f"{name}.weight"] = total, images
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+
+    upgraded = load_checkpoint(old, "ckpt_path")
+    fresh = lnl()
+    check_networks(upgraded, fresh, old, "ckpt_path", "model=lnl")
+    fresh.load_state_dict(upgraded["state_dict"])  # strict: every key in today's layout
+    sums = upgraded["state_dict"]["train_sums"]
+    assert sums.tolist() == [[float(label), float(bias), float(correct), float(images)]]
+    assert images > 0 and upgraded["state_dict"]["first_bad"].tolist() == [[-1, -1]]
+    resumed = lnl()
+    batches = [random_batch(seed=0), random_batch(seed=1)]
+    trainer = quiet_trainer(max_steps=9)
+    trainer.fit(resumed, DataLoader(batches, batch_size=None, collate_fn=pass_batch), ckpt_path=old)
+    assert int(resumed.steps_done) > 0  # Lightning's own loading upgraded it too

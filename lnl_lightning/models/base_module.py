@@ -1,12 +1,19 @@
-"""What every debiasing method shares: everything but its update rule.
+"""The engine: one LightningModule for every method, training K >= 1 runs at once.
 
-:class:`DebiasModule` owns evaluation (group accuracies, the label x bias matrix counts, the
-bias head's accuracy), the training metrics, the non-finite guard, the backward pass followed
-by an all-reduce of exactly the gradients it produced, RNG state in checkpoints, warm start,
-and optimizers and schedulers from config. A method subclasses it and writes only
-``training_step`` (and builds its own extra networks or state): see ``lnl_module.py``,
-``blind_eye.py``, ``group_dro.py``, ``lff.py``. Its evaluation and checkpoint hooks live in
-:class:`RunModule`, which the packed engine (``packed_module.py``) shares.
+:class:`DebiasModule` owns everything but a method's update rule: the member axis, evaluation
+(group accuracies, the label x bias matrix counts, the bias head's accuracy), the training
+sums, the non-finite guard, the backward pass followed by an all-reduce of exactly the
+gradients it produced, the CUDA-graph replay, RNG state in checkpoints, warm start, and
+optimizers and schedulers from config. A method subclasses it and writes only ``update``
+(and builds its own extra networks or state): see ``lnl_module.py``, ``blind_eye.py``,
+``group_dro.py``, ``lff.py``.
+
+Members: an ordinary run is one member (K = 1) over plain networks. A pack
+(:func:`~.packed_runs.pack_runs`) is the same class over K-wide networks
+(:mod:`.packing`), each member an ordinary run's f, g, h side by side; batches then carry
+the member axis (``label (N, K)``, ...). A method's ``update`` is written once over that
+axis: :meth:`DebiasModule.by_member` puts batch fields and network outputs in the layout
+``(N, K, ...)``, the losses of :mod:`.losses` give one value per member, ``(K,)``.
 
 Every method trains the three networks f (``feature_extractor``), g (``label_head``) and h
 (``bias_head``): h learns the bias on f's features in each of them (a probe on detached
@@ -23,17 +30,16 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lnl_lightning.checkpoints import load_checkpoint, state_dict_differences
+from lnl_lightning.checkpoints import load_checkpoint, state_dict_differences, upgrade_checkpoint
 from lnl_lightning.data.contract import (
     BIAS_GROUP,
     BIAS_TARGET,
@@ -44,15 +50,18 @@ from lnl_lightning.data.contract import (
 )
 from lnl_lightning.errors import ConfigError, TrainingDiverged
 from lnl_lightning.metrics import GroupAccuracy, group_summary
+from lnl_lightning.models.cuda_graph import GraphedStep
 from lnl_lightning.models.distributed import all_reduce_buffers, all_reduce_gradients
-from lnl_lightning.models.losses import bias_cross_entropy
+from lnl_lightning.models.losses import member_bias_cross_entropy, member_label_cross_entropy
 
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 NetworkFactory = Callable[[], dict[str, nn.Module]]
+Backward = Callable[[torch.Tensor, list[nn.Module]], None]
 LOSS_TERMS = ("the label loss (train/label_loss)", "the bias loss (train/bias_loss)")
+TRAIN_SUMS = ("label loss x images", "bias loss x images", "correct labels", "images")
 
 
 def rng_states() -> dict[str, Any]:
@@ -95,81 +104,39 @@ def check_weight(key: str, value: Any) -> float:
     return float(value)
 
 
-class RunModule(pl.LightningModule):
-    """What every run's module shares, a method's or a pack's: evaluation and checkpoints.
+def member_values(key: str, value: Any) -> list[float]:
+    """A method's weight for each member: one number (a run) or one per member (a pack)."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return [check_weight(key, v) for v in values]
 
+
+class StepResult(NamedTuple):
+    """What a method's update gives back, per member, for the epoch sums, guard and log."""
+
+    label_loss: torch.Tensor  # (K,) the loss g is judged by (train/label_loss)
+    label_logits: torch.Tensor  # (N, K, classes), for the training accuracy
+    bias_loss: torch.Tensor  # (K,) h's loss (train/bias_loss)
+    logged: dict[str, torch.Tensor] | None = None  # more (K,) values to log, by name
+
+
+class DebiasModule(GraphedStep, pl.LightningModule):
+    """The engine of every method: f, g, h of K >= 1 members, evaluation, guard, optimizers.
+
+    A method implements :meth:`update` (the training step on one batch, with manual
+    optimization: one optimizer per entry of :meth:`parameter_groups`, in that order, and
+    ``backward(loss, modules)`` for each backward pass) and returns a :class:`StepResult`.
     Validation runs the ``val`` split and, with ``data.test_each_epoch``, the test splits
     (loaders after the first, logged under ``test_names`` for learning curves; only ``val/``
-    selects anything); testing runs the test splits. A subclass says how to evaluate a batch
-    (:meth:`_evaluate`), what to do before an evaluation epoch (:meth:`_start_evaluation`)
-    and how to close a stage (:meth:`_finish_stage`). Checkpoints carry the generator
-    states, and are refused while a loss is non-finite (:meth:`_stop_if_diverged`).
-    """
+    selects anything); testing runs the test splits.
 
-    test_names: tuple[str, ...]
-    _stages_evaluated: set[str]
-
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        raise NotImplementedError
-
-    def _start_evaluation(self) -> None:
-        """Before each validation or test epoch."""
-
-    def _finish_stage(self, stage: str) -> None:
-        raise NotImplementedError
-
-    def _stop_if_diverged(self) -> None:
-        raise NotImplementedError
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._stop_if_diverged()  # whoever saves: never NaN weights over a good checkpoint
-        checkpoint["rng_states"] = rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
-            set_rng_states(checkpoint["rng_states"])
-
-    def validation_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        stage = ("val", *self.test_names)[dataloader_idx]
-        self._stages_evaluated.add(stage)
-        self._evaluate(batch, stage)
-
-    def on_validation_epoch_start(self) -> None:
-        self._start_evaluation()
-        self._stages_evaluated = set()
-
-    def on_validation_epoch_end(self) -> None:
-        for stage in ("val", *self.test_names):
-            if stage in self._stages_evaluated:  # data.val_fraction=0: no validation metrics
-                self._finish_stage(stage)
-
-    def test_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._evaluate(batch, self.test_names[dataloader_idx])
-
-    def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
-
-    def on_test_epoch_end(self) -> None:
-        for name in self.test_names:
-            self._finish_stage(name)
-
-
-class DebiasModule(RunModule):
-    """Base of every method: f, g, h, evaluation, guard, checkpoints, optimizers.
-
-    Subclasses implement ``training_step`` with manual optimization: take their
-    optimizers from ``self.optimizers()`` (one per entry of :meth:`parameter_groups`, in
-    that order), call :meth:`backward_and_reduce` for each backward pass and
-    :meth:`record_step` once per batch.
+    A method whose update is written over the member axis sets ``packable`` (and lists in
+    ``member_settings`` the settings members of one pack may differ in); one that does no
+    host sync and writes its state in place sets ``graph_safe``.
 
     Args:
         feature_extractor: f.
         label_head: g.
-        bias_head: h; its logits have the bias classes on dim 1.
+        bias_head: h; its logits have the bias classes on dim 1 (dim 2 for packed heads).
         bias_spec: the datamodule's description of labels and bias.
         method: the run's method label (each ``conf/model/<method>.yaml`` sets it): what the
             report, W&B groups and metrics.json call this run.
@@ -187,6 +154,10 @@ class DebiasModule(RunModule):
             label_head, bias_head}`` from the run's ``net`` config, for methods that train a
             second network (LfF's biased twin).
     """
+
+    packable = False
+    graph_safe = False
+    member_settings: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -210,6 +181,10 @@ class DebiasModule(RunModule):
         self.feature_extractor = feature_extractor
         self.label_head = label_head
         self.bias_head = bias_head
+        # K-wide networks (packing.pack) carry their member count: this module is a pack
+        self.packed = hasattr(feature_extractor, "members")
+        self.num_members = int(getattr(feature_extractor, "members", 1))
+        self.members: list[DebiasModule] = []  # the runs a pack trains (packed_runs.pack_runs)
         self.bias_spec = bias_spec
         self.optimizer_factory = optimizer or (lambda params: torch.optim.SGD(params, lr=0.01))
         self.scheduler_factory = scheduler
@@ -217,41 +192,62 @@ class DebiasModule(RunModule):
         self.warm_start_lr = warm_start_lr
         # make_networks is for a method's own __init__ (not kept: the module must pickle)
         self.test_names = tuple(test_names)
+        self._init_graph(cuda_graph=False)
         stages = ("val", *self.test_names)
+        k = self.num_members
 
-        # persistent: a checkpoint taken mid-epoch carries the epoch's running means
-        self.train_label_loss = MeanMetric()
-        self.train_bias_loss = MeanMetric()
-        self.train_acc = MeanMetric()
-        for metric in (self.train_label_loss, self.train_bias_loss, self.train_acc):
-            metric.persistent(True)
-        self.group_acc = nn.ModuleDict(
-            {
-                stage: GroupAccuracy(bias_spec.aligned_mask(), bias_spec.conflicting_mask())
-                for stage in stages
-            }
+        # Per member, persistent (a mid-epoch checkpoint carries them), written in place (a
+        # CUDA graph replays the writes): the epoch's sums (TRAIN_SUMS), the first batch whose
+        # loss terms (LOSS_TERMS) were not finite (-1: none yet), the batches trained.
+        self.register_buffer("train_sums", torch.zeros(k, len(TRAIN_SUMS), dtype=torch.float64))
+        self.register_buffer("first_bad", torch.full((k, len(LOSS_TERMS)), -1, dtype=torch.long))
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self.eval_metrics = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "group_acc": nn.ModuleDict(
+                        {
+                            stage: GroupAccuracy(
+                                bias_spec.aligned_mask(), bias_spec.conflicting_mask()
+                            )
+                            for stage in stages
+                        }
+                    ),
+                    "bias_acc": nn.ModuleDict(
+                        {
+                            stage: MulticlassAccuracy(
+                                num_classes=bias_spec.num_bias_classes,
+                                average="micro",
+                                ignore_index=IGNORE_INDEX,
+                                validate_args=False,  # its checks wait for the GPU every batch
+                            )
+                            for stage in stages
+                        }
+                    ),
+                }
+            )
+            for _ in range(k)
         )
-        self.bias_acc = nn.ModuleDict(
-            {
-                stage: MulticlassAccuracy(
-                    num_classes=bias_spec.num_bias_classes,
-                    average="micro",
-                    ignore_index=IGNORE_INDEX,
-                    validate_args=False,  # its checks wait for the GPU on every batch
-                )
-                for stage in stages
-            }
-        )
-        # Synced (correct, total) counts of the last val/test epoch, for the run folder.
-        self.group_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._first_bad: torch.Tensor | None = None  # first non-finite batch of each loss term
-        self._batches_seen = 0
+        # Filled by evaluation, per member: {metric: value} of the last val/test epoch, and
+        # {stage: (correct, total)} counts (summed over processes) for the run folder.
+        self.member_results: list[dict[str, float]] = [{} for _ in range(k)]
+        self.member_counts: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
+            {} for _ in range(k)
+        ]
+        self.results_epoch = -1  # the training epoch member_results were measured after
+        self._member_constants: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
         self._warm_optimizer_state: dict[str, Any] | None = None
         self._stages_evaluated: set[str] = set()
         if init_from:
             self.warm_start(init_from)
 
     # ------------------------------------------------------------ for methods
+    def update(
+        self, batch: dict[str, torch.Tensor], optimizers: Sequence[Any], backward: Backward
+    ) -> StepResult:
+        """The method's training step on ``batch``; see the class docstring."""
+        raise NotImplementedError
+
     def save_method_hyperparameters(self, **settings: Any) -> None:
         """Checkpoint the method's own settings beside its label and warm start."""
         self.save_hyperparameters(
@@ -261,6 +257,49 @@ class DebiasModule(RunModule):
                 "init_from": self.init_from,
                 "warm_start_lr": self.warm_start_lr,
             }
+        )
+
+    def by_member(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch field or a network's output in the member layout ``(N, K, ...)``.
+
+        A run: a plain batch field or output gains the axis. A pack: its batch fields and
+        packed bias head have it already; a packed label head's ``(N, K * C)`` is split.
+        """
+        if not self.packed:
+            return x.unsqueeze(1)
+        return x.view(len(x), self.num_members, -1) if x.dim() == 2 and x.is_floating_point() else x
+
+    def member_constant(self, name: str, values: Sequence[float], like: torch.Tensor) -> Any:
+        """Per-member weights as a multiplier of ``(K,)`` losses: the number itself for one
+        member (exactly a run's product), else a ``(K,)`` tensor like ``like`` (cached, so a
+        captured step creates none)."""
+        if self.num_members == 1:
+            return values[0]
+        key = (name, like.device, like.dtype)
+        if key not in self._member_constants:
+            self._member_constants[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
+        return self._member_constants[key]
+
+    def channel_scale(self, name: str, values: Sequence[float], features: torch.Tensor) -> Any:
+        """Per-member numbers spread over f's channels (member k's are the k-th slice)."""
+        if self.num_members == 1:
+            return values[0]
+        per_member = self.member_constant(name, values, features)
+        per_channel = per_member.repeat_interleave(features.shape[1] // self.num_members)
+        return per_channel.view(1, -1, *[1] * (features.dim() - 2))
+
+    def label_loss(
+        self, label_logits: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Each member's mean cross-entropy of g's logits, ``(K,)``."""
+        return member_label_cross_entropy(
+            self.by_member(label_logits), self.by_member(batch[LABEL])
+        )
+
+    def bias_loss(self, bias_logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each member's bias loss of h's logits (:func:`member_bias_cross_entropy`), ``(K,)``."""
+        return member_bias_cross_entropy(
+            self.by_member(bias_logits), self.by_member(batch[BIAS_TARGET])
         )
 
     def backward_and_reduce(self, loss: torch.Tensor, modules: list[nn.Module]) -> None:
@@ -276,31 +315,18 @@ class DebiasModule(RunModule):
         all_reduce_gradients(modules)
 
     def train_bias_probe(
-        self, batch: dict[str, torch.Tensor], features: torch.Tensor, opt_bias: Any
-    ) -> torch.Tensor:
-        """h learns the bias on detached features (moves nothing but h); returns its loss."""
-        bias_loss = bias_cross_entropy(self.bias_head(features.detach()), batch[BIAS_TARGET])
-        opt_bias.zero_grad()
-        self.backward_and_reduce(bias_loss, [self.bias_head])
-        opt_bias.step()
-        return bias_loss
-
-    def record_step(
         self,
         batch: dict[str, torch.Tensor],
-        batch_idx: int,
-        label_loss: torch.Tensor,
-        label_logits: torch.Tensor,
-        bias_loss: torch.Tensor,
-    ) -> None:
-        """The step's losses and accuracy into the epoch means, the log and the guard."""
-        self._watch_losses(label_loss, bias_loss, batch_idx)
-        n = len(batch[LABEL])
-        self.train_label_loss.update(label_loss.detach(), n)
-        self.train_bias_loss.update(bias_loss.detach(), n)
-        self.train_acc.update((label_logits.argmax(1) == batch[LABEL]).float().mean(), n)
-        self.log("train/label_loss", label_loss.detach(), prog_bar=True)
-        self.log("train/bias_loss", bias_loss.detach(), prog_bar=True)
+        features: torch.Tensor,
+        opt_bias: Any,
+        backward: Backward,
+    ) -> torch.Tensor:
+        """h learns the bias on detached features (moves nothing but h); returns its loss."""
+        bias_loss = self.bias_loss(self.bias_head(features.detach()), batch)
+        opt_bias.zero_grad()
+        backward(bias_loss.sum(), [self.bias_head])
+        opt_bias.step()
+        return bias_loss
 
     def train_label_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training split's labels and bias groups by position, from the datamodule."""
@@ -319,96 +345,232 @@ class DebiasModule(RunModule):
             list(self.bias_head.parameters()),
         ]
 
-    # ------------------------------------------------------------------ guard
-    def _watch_losses(
-        self, label_loss: torch.Tensor, bias_loss: torch.Tensor, batch_idx: int
-    ) -> None:
-        """Remember the first step with a non-finite loss; look (one sync) every 50 steps."""
-        bad = ~torch.isfinite(torch.stack([label_loss.detach(), bias_loss.detach()]))
-        first = (
-            self._first_bad
-            if self._first_bad is not None
-            else torch.full_like(bad, -1, dtype=torch.long)
-        )
-        self._batches_seen += 1
-        self._first_bad = torch.where(bad & (first < 0), self._batches_seen, first)
+    def networks(self) -> list[nn.Module]:
+        """The trained networks: f, g, h, and a method's own (their BatchNorm is shared)."""
+        return [self.feature_extractor, self.label_head, self.bias_head]
+
+    def describe_member(self, k: int) -> str:
+        """Member ``k``'s own settings, for messages (a pack's members differ in these)."""
+        return ", ".join(f"{name} {self.hparams[name]}" for name in self.member_settings)
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        if self.cuda_graph:
+            result = self._graph_step(batch, optimizers, self._raw_step)
+        else:
+            result = self._step(batch, optimizers, self.backward_and_reduce)
+        if not self.packed:  # a pack's members log per epoch, each to its own run
+            self.log("train/label_loss", result.label_loss[0].detach(), prog_bar=True)
+            self.log("train/bias_loss", result.bias_loss[0].detach(), prog_bar=True)
+            for name, value in (result.logged or {}).items():
+                self.log(name, value[0].detach())
         if (batch_idx + 1) % 50 == 0:
-            self._stop_if_diverged()
+            self._stop_if_diverged()  # one host sync every 50 batches
+
+    def _step(
+        self, batch: dict[str, torch.Tensor], optimizers: Sequence[Any], backward: Backward
+    ) -> StepResult:
+        """The method's update and the engine's bookkeeping: what a CUDA graph captures."""
+        result = self.update(batch, optimizers, backward)
+        self._record(batch, result)
+        return result
+
+    def _raw_step(
+        self, batch: dict[str, torch.Tensor], optimizers: Sequence[torch.optim.Optimizer]
+    ) -> StepResult:
+        """:meth:`_step` on the raw optimizers, with a plain backward (as a graph captures)."""
+        return self._step(batch, optimizers, lambda loss, modules: loss.backward())
+
+    @torch.no_grad()
+    def _record(self, batch: dict[str, torch.Tensor], result: StepResult) -> None:
+        """Epoch sums per member and the first non-finite batch, without a host sync."""
+        label_loss, bias_loss = result.label_loss.detach(), result.bias_loss.detach()
+        labels = self.by_member(batch[LABEL])
+        n = len(labels)
+        correct = (result.label_logits.detach().argmax(2) == labels).sum(0)
+        step = torch.stack([label_loss * n, bias_loss * n, correct, torch.full_like(correct, n)])
+        self.train_sums += step.t().double()
+        self._watch(label_loss, bias_loss)
+
+    def _watch(self, label_loss: torch.Tensor, bias_loss: torch.Tensor) -> None:
+        """Count the batch; remember each member's first batch with a non-finite loss term."""
+        self.steps_done += 1
+        bad = ~torch.isfinite(torch.stack([label_loss, bias_loss], dim=1))
+        self.first_bad.copy_(
+            torch.where(bad & (self.first_bad < 0), self.steps_done, self.first_bad)
+        )
 
     def _stop_if_diverged(self) -> None:
-        if self._first_bad is None or not (self._first_bad >= 0).any():
-            return
-        term, step = next(
-            (n, int(s)) for n, s in zip(LOSS_TERMS, self._first_bad.tolist(), strict=True) if s >= 0
-        )
-        raise TrainingDiverged(
-            f"training diverged: {term} became NaN or infinite at training batch {step} of this "
-            f"run (epoch {self.current_epoch}); stopped before saving those weights, earlier "
-            f"checkpoints are kept. Lower model.optimizer.lr or the loss weights."
-        )
+        bad = self.first_bad.tolist()
+        for k, steps in enumerate(bad):
+            for term, step in zip(LOSS_TERMS, steps, strict=True):
+                if step < 0:
+                    continue
+                where = (
+                    "of this run"
+                    if not self.packed
+                    else f"of member {k} of the pack ({self.describe_member(k)})"
+                )
+                raise TrainingDiverged(
+                    f"training diverged: {term} became NaN or infinite at training batch "
+                    f"{step} {where} (epoch {self.current_epoch}); stopped before saving "
+                    f"those weights, earlier checkpoints are kept. Lower model.optimizer.lr "
+                    f"or the loss weights."
+                )
+
+    def reset_train_sums(self) -> None:
+        """Zero the epoch sums in place (a captured step keeps adding into the same memory)."""
+        self.train_sums.zero_()
+
+    def train_metrics(self, sums: torch.Tensor | None = None) -> list[dict[str, float]]:
+        """Each member's means over this training epoch, from ``sums`` (default: the sums
+        over all processes, one sync)."""
+        sums = self._global_train_sums() if sums is None else sums
+        metrics = []
+        for label_loss, bias_loss, correct, images in sums.cpu().tolist():
+            images = max(images, 1.0)
+            metrics.append(
+                {
+                    "train/label_loss_epoch": label_loss / images,
+                    "train/bias_loss_epoch": bias_loss / images,
+                    "train/acc": correct / images,
+                }
+            )
+        return metrics
+
+    def _global_train_sums(self) -> torch.Tensor:
+        sums = self.train_sums.clone()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        return sums
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> DebiasModule:
+        super()._apply(fn, recurse)
+        if self.train_sums.dtype != torch.float64:  # trainer.precision=bf16-true, 16-true
+            self.train_sums = self.train_sums.double()  # epoch sums of ~470 batches stay exact
+        self._member_constants = {}
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self.reset_train_sums()  # not called in an epoch resumed mid-way: its sums come back
 
     def on_train_epoch_end(self) -> None:
         self._stop_if_diverged()  # before the checkpoint callbacks run
-        self.log("train/label_loss_epoch", self.train_label_loss.compute())
-        self.log("train/bias_loss_epoch", self.train_bias_loss.compute())
-        self.log("train/acc", self.train_acc.compute())
-        for metric in (self.train_label_loss, self.train_bias_loss, self.train_acc):
-            metric.reset()
+        # the epoch's sums over every process: what its checkpoint holds, equal on all ranks
+        self.train_sums.copy_(self._global_train_sums())
+        if not self.packed:  # a pack's members' means go to their own runs (packed_train)
+            self.log_dict(self.train_metrics(self.train_sums)[0])
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
-    # ---------------------------------------------------------------- evaluation
+    # ------------------------------------------------------------- evaluation
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        stage = ("val", *self.test_names)[dataloader_idx]
+        self._stages_evaluated.add(stage)
+        self._evaluate(batch, stage)
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate(batch, self.test_names[dataloader_idx])
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+        self._stages_evaluated = set()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_validation_epoch_end(self) -> None:
+        for stage in ("val", *self.test_names):
+            if stage in self._stages_evaluated:  # data.val_fraction=0: no validation metrics
+                self._finish_stage(stage)
+        if self.packed and not self.trainer.sanity_checking:
+            self.results_epoch = self.current_epoch
+            results = self.member_results
+            mean = {
+                f"members_mean/{name}": sum(r[name] for r in results) / self.num_members
+                for name in results[0]
+            }
+            self.log_dict(mean)  # what the pack's own checkpoint callback and logs see
+
+    def on_test_epoch_end(self) -> None:
+        for name in self.test_names:
+            self._finish_stage(name)
+
+    def _start_evaluation(self) -> None:
+        all_reduce_buffers(self.networks())  # BatchNorm statistics shared over processes
+        self.member_results = [{} for _ in range(self.num_members)]
+
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         features = self.feature_extractor(batch[IMAGE])
-        label_logits = self.label_head(features)
-        self.group_acc[stage].update(label_logits, batch[LABEL], batch[BIAS_GROUP])
-        self.bias_acc[stage].update(self.bias_head(features), batch[BIAS_TARGET])
+        label_logits = self.by_member(self.label_head(features))
+        bias_logits = self.by_member(self.bias_head(features))
+        labels, groups = self.by_member(batch[LABEL]), self.by_member(batch[BIAS_GROUP])
+        targets = self.by_member(batch[BIAS_TARGET])
+        for k, metrics in enumerate(self.eval_metrics):
+            metrics["group_acc"][stage].update(label_logits[:, k], labels[:, k], groups[:, k])
+            metrics["bias_acc"][stage].update(bias_logits[:, k], targets[:, k])
 
     def _finish_stage(self, stage: str) -> None:
-        group_acc = self.group_acc[stage]
-        with group_acc.sync_context():  # counts summed over processes, once
-            correct, total = group_acc.correct.cpu().clone(), group_acc.total.cpu().clone()
-        self.group_counts[stage] = (correct, total)
-        summary = group_summary(correct, total, group_acc.aligned_mask, group_acc.conflicting_mask)
-        values = {f"{stage}/{name}": value.to(self.device) for name, value in summary.items()}
-        values[f"{stage}/bias_acc"] = self.bias_acc[stage].compute()
+        for k, metrics in enumerate(self.eval_metrics):
+            group_acc, bias_acc = metrics["group_acc"][stage], metrics["bias_acc"][stage]
+            with group_acc.sync_context():  # counts summed over processes, once
+                correct, total = group_acc.correct.cpu().clone(), group_acc.total.cpu().clone()
+            self.member_counts[k][stage] = (correct, total)
+            summary = group_summary(
+                correct, total, group_acc.aligned_mask, group_acc.conflicting_mask
+            )
+            values = {f"{stage}/{name}": value.to(self.device) for name, value in summary.items()}
+            values[f"{stage}/bias_acc"] = bias_acc.compute()
+            self.member_results[k].update({name: float(v) for name, v in values.items()})
+            if not self.packed:
+                self._log_stage(values, stage)
+            group_acc.reset()
+            bias_acc.reset()
+
+    def _log_stage(self, values: dict[str, torch.Tensor], stage: str) -> None:
         self.log_dict(values, prog_bar=False)
         fn = self.trainer.state.fn
         repeated = fn == "validate" and stage != "val"  # the test call reports the test splits
         if not self.trainer.sanity_checking and self.trainer.is_global_zero and not repeated:
             summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
-            when = f"epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else "final"
+            when = f"epoch {self.current_epoch}" if fn == "fit" else "final"
             log.info("%s  %s", when, summary)
-        group_acc.reset()
-        self.bias_acc[stage].reset()
 
-    def networks(self) -> list[nn.Module]:
-        """The trained networks: f, g, h, and a method's own (their BatchNorm is shared)."""
-        return [self.feature_extractor, self.label_head, self.bias_head]
+    @property
+    def group_counts(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """A run's (correct, total) counts of its last val/test epoch, by stage."""
+        return self.member_counts[0]
 
-    def _start_evaluation(self) -> None:
-        all_reduce_buffers(self.networks())  # BatchNorm statistics shared over processes
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._stop_if_diverged()  # whoever saves: never NaN weights over a good checkpoint
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_checkpoint(checkpoint)  # one written before the engine's per-member sums
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     # ----------------------------------------------------------------- set-up
     def configure_optimizers(self) -> Any:
         return self.make_optimizers(self.parameter_groups())
 
-    def make_optimizers(
-        self,
-        parameter_groups: Sequence[Iterable[nn.Parameter]],
-        load_warm_state: Callable[[torch.optim.Optimizer], None] | None = None,
-    ) -> Any:
-        """One optimizer (and scheduler) per parameter group from config, warm start applied.
-
-        ``load_warm_state`` puts the warm-start checkpoint's f+g state into the first
-        optimizer (default: :meth:`_load_warm_optimizer_state`; a pack packs its members').
-        """
+    def make_optimizers(self, parameter_groups: Sequence[Iterable[nn.Parameter]]) -> Any:
+        """One optimizer (and scheduler) per parameter group from config, warm start applied:
+        the warm-start checkpoint's f+g state goes into the first (a pack's is its members',
+        packed by :func:`~.packed_runs.pack_runs`)."""
         optimizers = [self.optimizer_factory(params) for params in parameter_groups]
         if self._warm_optimizer_state is not None:
-            (load_warm_state or self._load_warm_optimizer_state)(optimizers[0])
+            self._load_warm_optimizer_state(optimizers[0])
         if self.init_from and self.warm_start_lr is not None:
             for optimizer in optimizers:
                 for group in optimizer.param_groups:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from lnl_lightning.data.contract import IMAGE, LABEL
-from lnl_lightning.models.base_module import DebiasModule, check_weight
-from lnl_lightning.models.losses import uniform_cross_entropy
+from lnl_lightning.data.contract import IMAGE
+from lnl_lightning.models.base_module import Backward, DebiasModule, StepResult, check_weight
+from lnl_lightning.models.losses import member_uniform_cross_entropy
 
 
 class BlindEyeModule(DebiasModule):
@@ -37,24 +37,26 @@ class BlindEyeModule(DebiasModule):
         self.save_method_hyperparameters(confusion_weight=confusion_weight)
         self.confusion_weight = float(confusion_weight)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        opt_main, opt_bias = self.optimizers()
+    def update(
+        self, batch: dict[str, torch.Tensor], optimizers: Sequence[Any], backward: Backward
+    ) -> StepResult:
+        opt_main, opt_bias = optimizers
         # 1. f, g: the label, and h confused (h gets no gradient, hence no update, here)
         self.toggle_optimizer(opt_main)
         try:
             features = self.feature_extractor(batch[IMAGE])
             label_logits = self.label_head(features)
-            label_loss = F.cross_entropy(label_logits, batch[LABEL])
-            confusion = uniform_cross_entropy(self.bias_head(features))
+            label_loss = self.label_loss(label_logits, batch)
+            confusion = member_uniform_cross_entropy(self.by_member(self.bias_head(features)))
             opt_main.zero_grad()
-            self.backward_and_reduce(
-                label_loss + self.confusion_weight * confusion,
+            backward(
+                (label_loss + self.confusion_weight * confusion).sum(),
                 [self.feature_extractor, self.label_head],
             )
             opt_main.step()
         finally:
             self.untoggle_optimizer(opt_main)
-        self.log("train/confusion_loss", confusion.detach())
         # 2. h: the bias, from f's features as they were in step 1
-        bias_loss = self.train_bias_probe(batch, features, opt_bias)
-        self.record_step(batch, batch_idx, label_loss, label_logits, bias_loss)
+        bias_loss = self.train_bias_probe(batch, features, opt_bias, backward)
+        logged = {"train/confusion_loss": confusion.detach()}
+        return StepResult(label_loss, self.by_member(label_logits), bias_loss, logged)

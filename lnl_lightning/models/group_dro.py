@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
-from lnl_lightning.models.base_module import DebiasModule, check_weight
+from lnl_lightning.models.base_module import Backward, DebiasModule, StepResult, check_weight
 
 
 class GroupDROModule(DebiasModule):
@@ -89,8 +90,10 @@ class GroupDROModule(DebiasModule):
         weights = self.group_weights * torch.exp(self.step_size * adjusted)
         self.group_weights.copy_(weights / weights.sum())
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        opt_main, opt_bias = self.optimizers()
+    def update(
+        self, batch: dict[str, torch.Tensor], optimizers: Sequence[Any], backward: Backward
+    ) -> StepResult:
+        opt_main, opt_bias = optimizers
         features = self.feature_extractor(batch[IMAGE])
         label_logits = self.label_head(features)
         per_sample = F.cross_entropy(label_logits, batch[LABEL], reduction="none")
@@ -111,9 +114,9 @@ class GroupDROModule(DebiasModule):
         self.update_group_weights(group_losses)
         robust_loss = world * (self.group_weights * (sums / global_counts)).sum()
         opt_main.zero_grad()
-        self.backward_and_reduce(robust_loss, [self.feature_extractor, self.label_head])
+        backward(robust_loss, [self.feature_extractor, self.label_head])
         opt_main.step()
-        self.log("train/robust_loss", (self.group_weights * group_losses).sum())
-        bias_loss = self.train_bias_probe(batch, features, opt_bias)
-        label_loss = per_sample.detach().mean()
-        self.record_step(batch, batch_idx, label_loss, label_logits, bias_loss)
+        bias_loss = self.train_bias_probe(batch, features, opt_bias, backward)
+        logged = {"train/robust_loss": (self.group_weights * group_losses).sum().view(1)}
+        label_loss = per_sample.detach().mean().view(1)
+        return StepResult(label_loss, self.by_member(label_logits), bias_loss, logged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from lnl_lightning.data.contract import IMAGE, INDEX, LABEL
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.models.base_module import DebiasModule, NetworkFactory
+from lnl_lightning.models.base_module import Backward, DebiasModule, NetworkFactory, StepResult
 
 
 def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float) -> torch.Tensor:
@@ -116,8 +117,10 @@ class LfFModule(DebiasModule):
         ema_b, ema_d = normalised
         return ema_b / (ema_b + ema_d + 1e-8)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        opt_main, opt_bias, opt_biased = self.optimizers()
+    def update(
+        self, batch: dict[str, torch.Tensor], optimizers: Sequence[Any], backward: Backward
+    ) -> StepResult:
+        opt_main, opt_bias, opt_biased = optimizers
         images, labels = batch[IMAGE], batch[LABEL]
         biased_logits = self.biased_label_head(self.biased_feature_extractor(images))
         features = self.feature_extractor(images)
@@ -138,7 +141,7 @@ class LfFModule(DebiasModule):
         )
         opt_main.zero_grad()
         opt_biased.zero_grad()
-        self.backward_and_reduce(
+        backward(
             loss,
             [
                 self.feature_extractor,
@@ -149,7 +152,10 @@ class LfFModule(DebiasModule):
         )
         opt_main.step()
         opt_biased.step()
-        self.log("train/biased_label_loss", ce_biased.detach().mean())
-        self.log("train/mean_sample_weight", weights.mean())
-        bias_loss = self.train_bias_probe(batch, features, opt_bias)
-        self.record_step(batch, batch_idx, ce_debiased.detach().mean(), label_logits, bias_loss)
+        bias_loss = self.train_bias_probe(batch, features, opt_bias, backward)
+        logged = {
+            "train/biased_label_loss": ce_biased.detach().mean().view(1),
+            "train/mean_sample_weight": weights.mean().view(1),
+        }
+        label_loss = ce_debiased.detach().mean().view(1)
+        return StepResult(label_loss, self.by_member(label_logits), bias_loss, logged)

@@ -253,6 +253,7 @@ def test_a_pack_cut_short_leaves_each_member_its_last_finished_epoch(
     from hydra import compose, initialize_config_module
 
     from lnl_lightning.config import CONFIG_MODULE, build
+    from lnl_lightning.models.packed_runs import unpack_runs
     from lnl_lightning.packed_train import MemberRuns, run_packed
     from lnl_lightning.train import build_model
 
@@ -265,7 +266,7 @@ def test_a_pack_cut_short_leaves_each_member_its_last_finished_epoch(
     def cut_after_epoch_1(self, trainer, pack):
         end_of_epoch(self, trainer, pack)
         if trainer.current_epoch == 1:
-            weights.update({k: m.state_dict() for k, m in enumerate(pack.unpack())})
+            weights.update({k: m.state_dict() for k, m in enumerate(unpack_runs(pack))})
             raise Cut
 
     monkeypatch.setattr(MemberRuns, "on_train_epoch_end", cut_after_epoch_1)

@@ -236,9 +236,9 @@ def test_no_checkpoint_is_written_once_a_loss_was_not_finite():
 
     module = make_module(0.01, 0.1)
     finite = torch.tensor(1.0)
-    module._watch_losses(finite, finite, batch_idx=0)
+    module._watch(finite.view(1), finite.view(1))
     module.on_save_checkpoint({})  # all finite: saving goes ahead
-    module._watch_losses(torch.tensor(float("nan")), finite, batch_idx=1)
+    module._watch(torch.tensor([float("nan")]), finite.view(1))
     with pytest.raises(TrainingDiverged, match="the label loss .* at training batch 2"):
         module.on_save_checkpoint({})  # e.g. SIGTERM before the periodic check saw it
 

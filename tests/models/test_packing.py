@@ -23,7 +23,7 @@ from lnl_lightning.data.sampling import ResumableLoader
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.models import networks
 from lnl_lightning.models.lnl_module import LNLModule
-from lnl_lightning.models.packed_module import PackedLNLModule
+from lnl_lightning.models.packed_runs import pack_runs, unpack_runs
 from lnl_lightning.models.packing import pack, pack_parameter_values, unpack_parameter_values
 
 from ..helpers.fixtures import fake_digits, quiet_trainer
@@ -84,7 +84,7 @@ def optimizer_state(module: LNLModule) -> dict[str, torch.Tensor]:
 
 
 def unpacked_optimizer_state(module: LNLModule) -> dict[str, torch.Tensor]:
-    """Momentum buffers that :meth:`PackedLNLModule.unpack` handed this member, by name."""
+    """Momentum buffers that :meth:`unpack_runs` handed this member, by name."""
     params = [
         [*module.feature_extractor.parameters(), *module.label_head.parameters()],
         list(module.bias_head.parameters()),
@@ -131,13 +131,13 @@ def train_alone_and_packed(settings, images, labels, groups, **kwargs):
     members = [copy.deepcopy(m) for m in alone]
     for k, (module, (seed, _, _)) in enumerate(zip(alone, settings, strict=True)):
         fit(module, DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False))
-    packed = PackedLNLModule(members)
+    packed = pack_runs(members)
     seeds = [seed for seed, _, _ in settings]
     fit(
         packed,
         DeviceBatches(images, labels, groups, range(len(settings)), BATCH_SIZE, seeds, 14, 8),
     )
-    return alone, packed.unpack()
+    return alone, unpack_runs(packed)
 
 
 @pytest.mark.parametrize(
@@ -175,10 +175,10 @@ def test_warm_started_members_carry_their_own_momentum(tmp_path):
     members = [member(s, lam, mu, init_from=src) for (s, lam, mu), src in warm]
     for k, (module, (seed, _, _)) in enumerate(zip(alone, settings, strict=True)):
         fit(module, DeviceBatches(images, labels, groups, [k], BATCH_SIZE, [seed], 14, 8, False))
-    packed = PackedLNLModule(members)
+    packed = pack_runs(members)
     fit(packed, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [10, 11], 14, 8))
     assert packed.trainer.optimizers[0].param_groups[0]["lr"] == 0.001
-    assert_members_match(alone, packed.unpack())
+    assert_members_match(alone, unpack_runs(packed))
 
 
 def test_device_batches_serve_what_the_dataloader_serves():
@@ -242,11 +242,11 @@ def test_pack_round_trips_every_weight_and_momentum_value():
 
 def test_a_pack_refuses_what_it_cannot_train_exactly():
     with pytest.raises(ConfigError, match="baselines"):
-        PackedLNLModule([member(0, 0.0, 0.0), member(1, 0.01, 0.1)])
+        pack_runs([member(0, 0.0, 0.0), member(1, 0.01, 0.1)])
     with pytest.raises(ConfigError, match="lambda"):  # h's BatchNorm would see extra batches
-        PackedLNLModule([member(0, 0.0, 0.1), member(1, 0.01, 0.1)])
+        pack_runs([member(0, 0.0, 0.1), member(1, 0.01, 0.1)])
     with pytest.raises(ConfigError, match="official step"):
-        PackedLNLModule([member(0, 0.01, 0.1, step="fused")])
+        pack_runs([member(0, 0.01, 0.1, step="fused")])
     with pytest.raises(ConfigError, match="shared=false"):
         pack([networks.PixelColorHead(shared=True)])
 
@@ -257,7 +257,7 @@ def test_the_graph_ready_step_is_the_same_step():
     settings = [(0, 0.01, 0.1), (1, 0.05, 0.2)]
     packs, steps = [], []
     for cuda_graph in (False, True):
-        pack_ = PackedLNLModule([member(s, lam, mu) for s, lam, mu in settings], cuda_graph)
+        pack_ = pack_runs([member(s, lam, mu) for s, lam, mu in settings], cuda_graph)
         trainer = quiet_trainer(max_epochs=EPOCHS)  # float32: the two paths are the same ops
         trainer.fit(pack_, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8))
         packs.append(pack_.state_dict())
@@ -293,14 +293,14 @@ def test_capture_and_replay_bookkeeping_trains_as_the_eager_step():
             )
             for s, lam, mu in settings
         ]
-        pack_ = PackedLNLModule(members, cuda_graph)
+        pack_ = pack_runs(members, cuda_graph)
         if cuda_graph:
             pack_._graphs_available = lambda: True
             pack_._on_side_stream = lambda run, batch: run(batch)
 
             def capture(run, inputs):
                 captures.append(len(inputs["label"]))
-                return ReplayedCall(run, inputs)
+                return ReplayedCall(run, inputs), None
 
             pack_._capture = capture
         fit(pack_, DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8), 4)
@@ -314,7 +314,7 @@ def test_capture_and_replay_bookkeeping_trains_as_the_eager_step():
 HOST_SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
 
 
-def written_tensors(pack_: PackedLNLModule, optimizers) -> dict[str, torch.Tensor]:
+def written_tensors(pack_: LNLModule, optimizers) -> dict[str, torch.Tensor]:
     """What a captured step writes that outlives it: weights, buffers (the epoch sums and
     counters included) and the optimizers' state (gradients live in the graph's own pool)."""
     tensors = dict(pack_.named_parameters())
@@ -332,7 +332,7 @@ def test_the_graph_step_writes_in_place_and_never_syncs_with_the_host(monkeypatc
     storage from step to step (a replay writes where the capture wrote; ``x = x + 1`` would
     freeze it on a GPU), across an epoch start too, and the step never reads a value back."""
     images, labels, groups = colored_data([0.02, 0.05])
-    pack_ = PackedLNLModule([member(0, 0.01, 0.1), member(1, 0.05, 0.2)], cuda_graph=True)
+    pack_ = pack_runs([member(0, 0.01, 0.1), member(1, 0.05, 0.2)], cuda_graph=True)
     loader = DeviceBatches(images, labels, groups, [0, 1], BATCH_SIZE, [0, 1], 14, 8)
     quiet_trainer(max_epochs=1, limit_train_batches=1).fit(pack_, train_dataloaders=loader)
     raw = [opt.optimizer for opt in pack_.optimizers()]
@@ -350,9 +350,9 @@ def test_the_graph_step_writes_in_place_and_never_syncs_with_the_host(monkeypatc
         for name in HOST_SYNCS:
             patch.setattr(torch.Tensor, name, no_sync)
         for _ in range(2):
-            pack_._step(inputs, *raw, backward=lambda loss: loss.backward())
+            pack_._raw_step(inputs, raw)
         pack_.on_train_epoch_start()  # the epoch sums are zeroed in place
-        pack_._step(inputs, *raw, backward=lambda loss: loss.backward())
+        pack_._raw_step(inputs, raw)
     after = {name: t.data_ptr() for name, t in written_tensors(pack_, raw).items()}
     assert after.keys() == before.keys()
     moved = [name for name in before if after[name] != before[name]]
@@ -365,7 +365,7 @@ def test_a_captured_short_batch_is_replaced_by_a_capture_of_the_full_batch():
     """A first batch shorter than the rest (a resumed epoch's, a small first shard) was
     captured; every later full batch then ran eagerly, silently. Now the full size is
     captured anew after one warm-up step, and replayed from then on."""
-    pack_ = PackedLNLModule([member(0, 0.01, 0.1)], cuda_graph=True)
+    pack_ = pack_runs([member(0, 0.01, 0.1)], cuda_graph=True)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     events, captures = [], []
 
@@ -378,7 +378,7 @@ def test_a_captured_short_batch_is_replaced_by_a_capture_of_the_full_batch():
 
     def capture(run, inputs):
         captures.append(len(inputs[LABEL]))
-        return Graph(inputs)
+        return Graph(inputs), None
 
     pack_._on_side_stream = lambda run, batch: events.append(("warm-up", len(batch[LABEL])))
     pack_._capture = capture
@@ -401,7 +401,7 @@ def test_epoch_sums_stay_float64_under_half_precision_weights():
     """bf16-true converts every floating buffer: the epoch sums must not become bfloat16
     (at 128 images a batch, bfloat16 cannot count past a few batches exactly)."""
     images, labels, groups = colored_data([0.02])
-    pack_ = PackedLNLModule([member(0, 0.01, 0.1)])
+    pack_ = pack_runs([member(0, 0.01, 0.1)])
     trainer = quiet_trainer(max_epochs=1, precision="bf16-true")
     trainer.fit(pack_, DeviceBatches(images, labels, groups, [0], BATCH_SIZE, [0], 14, 8))
     assert next(pack_.feature_extractor.parameters()).dtype == torch.bfloat16
