@@ -23,36 +23,26 @@ methods.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import random
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torchmetrics.classification import MulticlassAccuracy
 
-from lnl_lightning.checkpoints import load_checkpoint, state_dict_differences, upgrade_checkpoint
-from lnl_lightning.data.contract import (
-    BIAS_GROUP,
-    BIAS_TARGET,
-    IGNORE_INDEX,
-    IMAGE,
-    LABEL,
-    BiasSpec,
-)
+from lnl_lightning.checkpoints import upgrade_checkpoint
+from lnl_lightning.data.contract import BIAS_TARGET, LABEL, BiasSpec
 from lnl_lightning.errors import ConfigError, TrainingDiverged
-from lnl_lightning.metrics import GroupAccuracy, group_summary
 from lnl_lightning.models.cuda_graph import GraphedStep
-from lnl_lightning.models.distributed import all_reduce_buffers, all_reduce_gradients
+from lnl_lightning.models.distributed import all_reduce_gradients
+from lnl_lightning.models.evaluation import MemberEvaluation
 from lnl_lightning.models.losses import member_bias_cross_entropy, member_label_cross_entropy
+from lnl_lightning.models.rng import rng_states, set_rng_states
+from lnl_lightning.models.warm_start import WarmStartOptimizers
 
 log = logging.getLogger(__name__)
 
@@ -62,39 +52,6 @@ NetworkFactory = Callable[[], dict[str, nn.Module]]
 Backward = Callable[[torch.Tensor, list[nn.Module]], None]
 LOSS_TERMS = ("the label loss (train/label_loss)", "the bias loss (train/bias_loss)")
 TRAIN_SUMS = ("label loss x images", "bias loss x images", "correct labels", "images")
-
-
-def rng_states() -> dict[str, Any]:
-    """Python's, NumPy's and torch's generator states, as plain data and tensors."""
-    name, keys, position, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what :func:`rng_states` saved."""
-    random.setstate(states["python"])
-    name, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    saved = states["cuda"]
-    if saved and torch.cuda.is_available():
-        # one state per GPU of the saving machine: restore those this machine has
-        count = torch.cuda.device_count()
-        if len(saved) != count:
-            log.warning(
-                "the checkpoint holds the CUDA generator states of %d GPU(s), this machine "
-                "has %d: restoring the first %d",
-                len(saved),
-                count,
-                min(len(saved), count),
-            )
-        for index, state in enumerate(saved[:count]):
-            torch.cuda.set_rng_state(state, index)
 
 
 def check_weight(key: str, value: Any) -> float:
@@ -119,7 +76,7 @@ class StepResult(NamedTuple):
     logged: dict[str, torch.Tensor] | None = None  # more (K,) values to log, by name
 
 
-class DebiasModule(GraphedStep, pl.LightningModule):
+class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.LightningModule):
     """The engine of every method: f, g, h of K >= 1 members, evaluation, guard, optimizers.
 
     A method implements :meth:`update` (the training step on one batch, with manual
@@ -202,42 +159,9 @@ class DebiasModule(GraphedStep, pl.LightningModule):
         self.register_buffer("train_sums", torch.zeros(k, len(TRAIN_SUMS), dtype=torch.float64))
         self.register_buffer("first_bad", torch.full((k, len(LOSS_TERMS)), -1, dtype=torch.long))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-        self.eval_metrics = nn.ModuleList(
-            nn.ModuleDict(
-                {
-                    "group_acc": nn.ModuleDict(
-                        {
-                            stage: GroupAccuracy(
-                                bias_spec.aligned_mask(), bias_spec.conflicting_mask()
-                            )
-                            for stage in stages
-                        }
-                    ),
-                    "bias_acc": nn.ModuleDict(
-                        {
-                            stage: MulticlassAccuracy(
-                                num_classes=bias_spec.num_bias_classes,
-                                average="micro",
-                                ignore_index=IGNORE_INDEX,
-                                validate_args=False,  # its checks wait for the GPU every batch
-                            )
-                            for stage in stages
-                        }
-                    ),
-                }
-            )
-            for _ in range(k)
-        )
-        # Filled by evaluation, per member: {metric: value} of the last val/test epoch, and
-        # {stage: (correct, total)} counts (summed over processes) for the run folder.
-        self.member_results: list[dict[str, float]] = [{} for _ in range(k)]
-        self.member_counts: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
-            {} for _ in range(k)
-        ]
-        self.results_epoch = -1  # the training epoch member_results were measured after
+        self._init_evaluation(bias_spec, stages)
         self._member_constants: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
         self._warm_optimizer_state: dict[str, Any] | None = None
-        self._stages_evaluated: set[str] = set()
         if init_from:
             self.warm_start(init_from)
 
@@ -468,88 +392,6 @@ class DebiasModule(GraphedStep, pl.LightningModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
-    # ------------------------------------------------------------- evaluation
-    def validation_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        stage = ("val", *self.test_names)[dataloader_idx]
-        self._stages_evaluated.add(stage)
-        self._evaluate(batch, stage)
-
-    def test_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._evaluate(batch, self.test_names[dataloader_idx])
-
-    def on_validation_epoch_start(self) -> None:
-        self._start_evaluation()
-        self._stages_evaluated = set()
-
-    def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
-
-    def on_validation_epoch_end(self) -> None:
-        for stage in ("val", *self.test_names):
-            if stage in self._stages_evaluated:  # data.val_fraction=0: no validation metrics
-                self._finish_stage(stage)
-        if self.packed and not self.trainer.sanity_checking:
-            self.results_epoch = self.current_epoch
-            results = self.member_results
-            mean = {
-                f"members_mean/{name}": sum(r[name] for r in results) / self.num_members
-                for name in results[0]
-            }
-            self.log_dict(mean)  # what the pack's own checkpoint callback and logs see
-
-    def on_test_epoch_end(self) -> None:
-        for name in self.test_names:
-            self._finish_stage(name)
-
-    def _start_evaluation(self) -> None:
-        all_reduce_buffers(self.networks())  # BatchNorm statistics shared over processes
-        self.member_results = [{} for _ in range(self.num_members)]
-
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        features = self.feature_extractor(batch[IMAGE])
-        label_logits = self.by_member(self.label_head(features))
-        bias_logits = self.by_member(self.bias_head(features))
-        labels, groups = self.by_member(batch[LABEL]), self.by_member(batch[BIAS_GROUP])
-        targets = self.by_member(batch[BIAS_TARGET])
-        for k, metrics in enumerate(self.eval_metrics):
-            metrics["group_acc"][stage].update(label_logits[:, k], labels[:, k], groups[:, k])
-            metrics["bias_acc"][stage].update(bias_logits[:, k], targets[:, k])
-
-    def _finish_stage(self, stage: str) -> None:
-        for k, metrics in enumerate(self.eval_metrics):
-            group_acc, bias_acc = metrics["group_acc"][stage], metrics["bias_acc"][stage]
-            with group_acc.sync_context():  # counts summed over processes, once
-                correct, total = group_acc.correct.cpu().clone(), group_acc.total.cpu().clone()
-            self.member_counts[k][stage] = (correct, total)
-            summary = group_summary(
-                correct, total, group_acc.aligned_mask, group_acc.conflicting_mask
-            )
-            values = {f"{stage}/{name}": value.to(self.device) for name, value in summary.items()}
-            values[f"{stage}/bias_acc"] = bias_acc.compute()
-            self.member_results[k].update({name: float(v) for name, v in values.items()})
-            if not self.packed:
-                self._log_stage(values, stage)
-            group_acc.reset()
-            bias_acc.reset()
-
-    def _log_stage(self, values: dict[str, torch.Tensor], stage: str) -> None:
-        self.log_dict(values, prog_bar=False)
-        fn = self.trainer.state.fn
-        repeated = fn == "validate" and stage != "val"  # the test call reports the test splits
-        if not self.trainer.sanity_checking and self.trainer.is_global_zero and not repeated:
-            summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
-            when = f"epoch {self.current_epoch}" if fn == "fit" else "final"
-            log.info("%s  %s", when, summary)
-
-    @property
-    def group_counts(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """A run's (correct, total) counts of its last val/test epoch, by stage."""
-        return self.member_counts[0]
-
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._stop_if_diverged()  # whoever saves: never NaN weights over a good checkpoint
@@ -559,66 +401,3 @@ class DebiasModule(GraphedStep, pl.LightningModule):
         upgrade_checkpoint(checkpoint)  # one written before the engine's per-member sums
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
-
-    # ----------------------------------------------------------------- set-up
-    def configure_optimizers(self) -> Any:
-        return self.make_optimizers(self.parameter_groups())
-
-    def make_optimizers(self, parameter_groups: Sequence[Iterable[nn.Parameter]]) -> Any:
-        """One optimizer (and scheduler) per parameter group from config, warm start applied:
-        the warm-start checkpoint's f+g state goes into the first (a pack's is its members',
-        packed by :func:`~.packed_runs.pack_runs`)."""
-        optimizers = [self.optimizer_factory(params) for params in parameter_groups]
-        if self._warm_optimizer_state is not None:
-            self._load_warm_optimizer_state(optimizers[0])
-        if self.init_from and self.warm_start_lr is not None:
-            for optimizer in optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] = self.warm_start_lr
-        if self.scheduler_factory is None:
-            return optimizers
-        return optimizers, [self.scheduler_factory(optimizer) for optimizer in optimizers]
-
-    def _load_warm_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
-        saved = copy.deepcopy(self._warm_optimizer_state)  # own tensors, not the mmap'd file's
-        try:
-            optimizer.load_state_dict(saved)
-        except (ValueError, KeyError) as err:
-            raise ConfigError(
-                f"model.init_from: {self.init_from} holds an f+g optimizer state that does not "
-                f"fit this run's optimizer and networks ({err})"
-            ) from err
-        log.info("Warm-started the f+g optimizer state (momentum buffers) from %s", self.init_from)
-
-    def warm_start(self, path: str) -> None:
-        """Load f and g (not h), and the f+g optimizer's state, from an earlier run's checkpoint.
-
-        The optimizer state is applied when the optimizers are built; a checkpoint without
-        one (weights only) warm-starts the weights alone.
-        """
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise ConfigError(
-                f"model.init_from: there is no checkpoint {file}; warm-starting needs the run "
-                f"that writes it (in make reproduce, the baseline of the same sigma^2 and seed) "
-                f"to have finished"
-            )
-        checkpoint = load_checkpoint(file, "model.init_from")
-        state = checkpoint["state_dict"]
-        optimizer_states = checkpoint.get("optimizer_states") or []
-        self._warm_optimizer_state = optimizer_states[0] if optimizer_states else None
-        for prefix, module in (
-            ("feature_extractor.", self.feature_extractor),
-            ("label_head.", self.label_head),
-        ):
-            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if not part:
-                raise ConfigError(f"model.init_from: {file} holds no '{prefix}*' weights")
-            differences = state_dict_differences(part, module.state_dict())
-            if differences:
-                raise ConfigError(
-                    f"model.init_from: {file} holds another {prefix.rstrip('.')} than this "
-                    f"config builds ({differences}): warm-start from a run of the same net"
-                )
-            module.load_state_dict(part)
-        log.info("Warm-started f and g from %s", file)
