@@ -275,7 +275,10 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
 
     def describe_member(self, k: int) -> str:
         """Member ``k``'s own settings, for messages (a pack's members differ in these)."""
-        return ", ".join(f"{name} {self.hparams[name]}" for name in self.member_settings)
+        own = {name: self.hparams[name] for name in self.member_settings}
+        if self.packed:  # a pack's hyperparameters hold one value per member
+            own = {name: values[k] for name, values in own.items()}
+        return ", ".join(f"{name} {value}" for name, value in own.items())
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
