@@ -138,7 +138,16 @@ class LNLModule(DebiasModule):
         )
         self.step = step
         self.lambdas, self.mus = lambdas, mus
-        self.lambda_, self.mu = lambdas[0], mus[0]  # a run's (and whether a pack's are > 0)
+
+    @property
+    def lambda_(self) -> float:
+        """A run's lambda (a pack's first member's: all are > 0 or none is)."""
+        return self.lambdas[0]
+
+    @property
+    def mu(self) -> float:
+        """A run's mu (a pack's first member's: all are > 0 or none is)."""
+        return self.mus[0]
 
     # ------------------------------------------------------------------ training
     def update(
