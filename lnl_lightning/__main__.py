@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
@@ -18,7 +16,8 @@ from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-from lnl_lightning.files import ERROR_FILE, run_lock, write_text_atomic
+from lnl_lightning.files import run_lock
+from lnl_lightning.run_records import clear_error, write_error
 
 log = logging.getLogger("lnl_lightning")
 
@@ -45,7 +44,7 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         with run_lock(out_dir):
-            (out_dir / ERROR_FILE).unlink(missing_ok=True)  # a new try
+            clear_error(out_dir)  # a new try
             metrics = run(cfg)
     except SIGTERMException:
         from lnl_lightning import callbacks
@@ -75,8 +74,7 @@ def main(cfg: DictConfig) -> float:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         log.error("Job failed, the sweep goes on: %s", err, exc_info=not expected)
-        record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-        write_text_atomic(out_dir / ERROR_FILE, json.dumps(record, indent=2) + "\n")
+        write_error(out_dir, err)
         return math.nan
     value = metrics.get(cfg.optimized_metric)
     if value is None:

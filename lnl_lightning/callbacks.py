@@ -20,25 +20,51 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lnl_lightning.data.contract import BIAS_GROUP, IMAGE, LABEL
 from lnl_lightning.figures import save_group_matrix, save_sample_grid
 from lnl_lightning.loggers import log_group_matrix
+from lnl_lightning.run_records import RunFolder
 
 log = logging.getLogger(__name__)
 
 STOPPED_BY: int | None = None  # signal.SIGINT once a Ctrl-C has asked a fit to stop
 
 
+class RunFolders(pl.Callback):
+    """The run folders a fit writes into: one for an ordinary run, one per member of a pack.
+
+    Callbacks that write a run's records (sample grids, accuracy matrices) write one per
+    folder (:func:`run_folders`), so they work the same for a run and for a pack.
+    """
+
+    def __init__(self, folders: list[RunFolder]) -> None:
+        self.folders = folders
+
+
+def run_folders(trainer: pl.Trainer) -> list[RunFolder]:
+    """The fit's :class:`RunFolders`; without one, the trainer's own folder and loggers."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunFolders):
+            return callback.folders
+    return [RunFolder(Path(trainer.default_root_dir), None, trainer.loggers, trainer.datamodule)]
+
+
 class SampleGrid(pl.Callback):
     """Once per run, a grid of training and test images captioned "label / bias group".
 
-    Written as ``samples_{train,test}.png`` in the run folder and sent to W&B when it logs.
+    Written as ``samples_{train,test}.png`` in the run folder (each member's, from its own
+    data, in a pack) and sent to W&B when it logs.
     """
 
     def __init__(self, num_images: int = 32) -> None:
         self.num_images = num_images
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if not trainer.is_global_zero or datamodule is None or self.num_images <= 0:
+        if not trainer.is_global_zero or self.num_images <= 0:
             return
+        for folder in run_folders(trainer):
+            if folder.datamodule is not None:
+                self._write(folder)
+
+    def _write(self, folder: RunFolder) -> None:
+        datamodule = folder.datamodule
         spec = datamodule.bias_spec
         test_loader = datamodule.test_dataloader()
         loaders = {
@@ -52,12 +78,12 @@ class SampleGrid(pl.Callback):
                 batch[IMAGE][:n],
                 batch[LABEL][:n],
                 batch[BIAS_GROUP][:n],
-                Path(trainer.default_root_dir) / f"samples_{split}.png",
+                folder.path / f"samples_{split}.png",
                 f"{split} samples",
                 spec.class_names,
                 spec.group_names,
             )
-            for logger in trainer.loggers:
+            for logger in folder.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.log_image(key=f"samples/{split}", images=[str(path)])
 
@@ -65,7 +91,7 @@ class SampleGrid(pl.Callback):
 class GroupMatrixWriter(pl.Callback):
     """After the final validation and test, the label x bias accuracy matrix of each split.
 
-    Written as ``group_acc_<split>.{csv,png}`` in the run folder (by rank 0, from counts
+    Written as ``group_acc_<split>.{csv,png}`` in each run folder (by rank 0, from counts
     already summed over processes) and sent to W&B when it logs.
     """
 
@@ -73,20 +99,21 @@ class GroupMatrixWriter(pl.Callback):
         if not trainer.is_global_zero or trainer.state.fn == "fit" or trainer.sanity_checking:
             return
         spec = pl_module.bias_spec
-        for stage in stages:
-            if stage not in pl_module.group_counts:
-                continue
-            correct, total = pl_module.group_counts[stage]
-            csv_path, png_path = save_group_matrix(
-                correct,
-                total,
-                Path(trainer.default_root_dir),
-                f"group_acc_{stage}",
-                spec.class_names,
-                spec.group_names,
-                title=f"{stage} accuracy per (label, bias group)",
-            )
-            log_group_matrix(trainer.loggers, stage, csv_path, png_path)
+        for folder, counts in zip(run_folders(trainer), pl_module.member_counts, strict=True):
+            for stage in stages:
+                if stage not in counts:
+                    continue
+                correct, total = counts[stage]
+                csv_path, png_path = save_group_matrix(
+                    correct,
+                    total,
+                    folder.path,
+                    f"group_acc_{stage}",
+                    spec.class_names,
+                    spec.group_names,
+                    title=f"{stage} accuracy per (label, bias group)",
+                )
+                log_group_matrix(folder.loggers, stage, csv_path, png_path)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module, ["val"])

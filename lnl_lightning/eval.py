@@ -8,11 +8,9 @@ matrices ``group_acc_<split>.{csv,png}``.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from lnl_lightning.checkpoints import check_fits, check_networks, load_checkpoint
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError
-from lnl_lightning.files import METRICS_FILE, write_text_atomic
+from lnl_lightning.run_records import (
+    CONFIG_FILE,
+    EVALUATION,
+    METRICS_FILE,
+    RunSummary,
+    write_config,
+    write_summary,
+)
 
 log = logging.getLogger("lnl_lightning")
 
@@ -31,12 +36,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     from lnl_lightning.config import build
     from lnl_lightning.loggers import build_loggers, finish_loggers
-    from lnl_lightning.train import (
-        build_model,
-        check_devices,
-        describe_networks,
-        without_validation,
-    )
+    from lnl_lightning.run_checks import check_devices, describe_networks, without_validation
+    from lnl_lightning.train import build_model
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError(
@@ -59,23 +60,23 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_config(out_dir, cfg)
     metrics: dict[str, float] = {}
     runs = [] if without_validation(cfg) else [trainer.validate]
     for step in (*runs, trainer.test):
         result = step(model, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
         metrics.update({k: float(v) for k, v in result[0].items()})
     if trainer.is_global_zero:
-        summary: dict[str, Any] = {
-            "metrics": dict(sorted(metrics.items())),
-            "kind": "evaluation",  # the report leaves it out: it trained nothing
-            "method": cfg.method,
-            "task_name": cfg.task_name,
-            "tested_weights": str(checkpoint.resolve()),
-            "epochs": trainer.current_epoch,
-            "config_path": str((out_dir / "config_resolved.yaml").resolve()),
-        }
-        write_text_atomic(out_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
+        summary = RunSummary(
+            metrics=metrics,
+            kind=EVALUATION,  # the report leaves it out: it trained nothing
+            method=cfg.method,
+            task_name=cfg.task_name,
+            tested_weights=str(checkpoint.resolve()),
+            epochs=trainer.current_epoch,
+            config_path=str((out_dir / CONFIG_FILE).resolve()),
+        )
+        write_summary(out_dir, summary)
         log.info("Metrics written to %s", out_dir / METRICS_FILE)
     finish_loggers(loggers, metrics)
     return metrics

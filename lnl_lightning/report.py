@@ -45,11 +45,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from lnl_lightning.data.mnist_colors import DEFAULT_DATA, describe_data  # noqa: E402
+from lnl_lightning.data.mnist_colors import DEFAULT_DATA  # noqa: E402
 from lnl_lightning.figures import save_png  # noqa: E402
-from lnl_lightning.files import ERROR_FILE, METRICS_FILE, write_text_atomic  # noqa: E402
-from lnl_lightning.identity import run_identity  # noqa: E402
+from lnl_lightning.files import write_text_atomic  # noqa: E402
+from lnl_lightning.identity import KEY_FIELDS, run_fields, run_identity  # noqa: E402
 from lnl_lightning.paired import paired_differences  # noqa: E402
+from lnl_lightning.run_records import (  # noqa: E402
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunSummary,
+    read_config,
+    read_error,
+    read_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,34 +107,6 @@ PUBLISHED_REBIAS = {
     "ReBias": {0.999: 0.227, 0.997: 0.642, 0.995: 0.760, 0.990: 0.881},
 }
 OFFICIAL_WEIGHTS = (0.01, 0.1)  # (lambda, mu) of the published LNL runs
-# Config fields that tell configurations apart (the seed is what repeats within one).
-KEY_FIELDS = (
-    "task_name",
-    "method",
-    "step",
-    "lambda",
-    "mu",
-    "color_var",
-    "data",
-    "rho",
-    "train_split",
-    "task",
-    "settings",
-    "start",
-    "epochs",
-)
-# model.* keys that are not a method's own settings: the shared recipe, and what has a column
-NOT_SETTINGS = {
-    "_target_",
-    "method",
-    "lambda_",
-    "mu",
-    "step",
-    "optimizer",
-    "scheduler",
-    "init_from",
-    "warm_start_lr",
-}
 METHOD_STYLE = {
     "baseline": ("tab:gray", "o"),
     "lnl": ("tab:blue", "s"),
@@ -177,52 +157,15 @@ class Row:
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def run_fields(summary: dict[str, Any], config: Any) -> dict[str, Any]:
-    """The identifying fields of a run from its metrics.json and resolved config."""
-
-    def get(key: str) -> Any:
-        return OmegaConf.select(config, key, default=None) if config is not None else None
-
-    rebias = get("data.protocol") == "rebias"
-    model = get("model")
-    own = {k: v for k, v in (model or {}).items() if k not in NOT_SETTINGS}
-    return {
-        "task_name": summary.get("task_name") or get("task_name"),
-        "method": summary.get("method") or get("method"),
-        "lambda": get("model.lambda_"),
-        "mu": get("model.mu"),
-        "step": get("model.step"),
-        "color_var": None if rebias else get("data.color_var"),
-        "data": None if rebias or get("data.color_var") is None else describe_data(get("data")),
-        "rho": get("data.rho") if rebias else None,
-        "train_split": get("data.train_split"),
-        "task": get("data.task"),
-        "settings": " ".join(f"{k}={v}" for k, v in sorted(own.items())) or None,
-        "start": "warm" if get("model.init_from") else "scratch",
-        "epochs": summary.get("epochs"),
-        "seed": get("seed"),
-    }
-
-
-def load_run(folder: Path, summary: dict[str, Any]) -> Run:
-    """A run folder with its summary (``metrics.json``; empty for a run still going)."""
-    config_path = folder / "config_resolved.yaml"
-    config = OmegaConf.load(config_path) if config_path.is_file() else None
+def load_run(folder: Path, summary: RunSummary | None) -> Run:
+    """A run folder with its summary (``metrics.json``; None for a run still going)."""
+    config = read_config(folder)
     init_from = OmegaConf.select(config, "model.init_from") if config is not None else None
     warm_from = Path(init_from).parent.parent if init_from else None  # <run>/checkpoints/x
     identity = run_identity(config) if config is not None else {}
     identity.pop("seed", None)
-    fields = run_fields(summary, config)
-    return Run(folder, summary.get("metrics", {}), fields, warm_from, identity)
-
-
-def is_evaluation(summary: dict[str, Any]) -> bool:
-    """A ``metrics.json`` of ``lnl_lightning.eval``: it tested a checkpoint, trained nothing."""
-    return summary.get("kind") == "evaluation" or summary.get("tested_weights") not in (
-        None,
-        "last",
-        "best",
-    )
+    fields = run_fields(config, summary)
+    return Run(folder, summary.metrics if summary else {}, fields, warm_from, identity)
 
 
 def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
@@ -230,20 +173,19 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
     runs = []
     for path in sorted(root.rglob(METRICS_FILE)):
         try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            summary = read_summary(path.parent)
+        except (OSError, ValueError, TypeError, AttributeError) as err:
             log.warning("Skipping unreadable %s: %s", path, err)
             continue
-        if not is_evaluation(summary):
+        if summary is not None and not summary.is_evaluation:
             runs.append(load_run(path.parent, summary))
     incomplete = []
     for hydra_dir in sorted(root.rglob(".hydra")):
         folder = hydra_dir.parent
         if (folder / METRICS_FILE).is_file():
             continue
-        error_file = folder / ERROR_FILE
-        if error_file.is_file():
-            error = json.loads(error_file.read_text()).get("error", "")
+        error = read_error(folder)
+        if error is not None:
             incomplete.append({"folder": str(folder), "status": "failed", "error": error})
         else:
             incomplete.append({"folder": str(folder), "status": "running or stopped", "error": ""})
@@ -515,8 +457,8 @@ def epoch_curve(folder: Path) -> dict[int, dict[str, float]]:
                 for metric in CURVE_METRICS:
                     if record.get(metric) and record.get("epoch"):
                         curve[int(record["epoch"])][metric] = float(record[metric])
-    summary = folder / METRICS_FILE
-    epochs = json.loads(summary.read_text()).get("epochs") if summary.is_file() else None
+    summary = read_summary(folder)
+    epochs = summary.epochs if summary is not None else None
     return {e: v for e, v in curve.items() if epochs is None or e < epochs}
 
 
@@ -688,9 +630,9 @@ def write_report(
     }
     # runs still going (or stopped) have curves too: what they logged so far
     unfinished = [
-        load_run(Path(job["folder"]), {})
+        load_run(Path(job["folder"]), None)
         for job in incomplete
-        if (Path(job["folder"]) / "config_resolved.yaml").is_file()
+        if (Path(job["folder"]) / CONFIG_FILE).is_file()
     ]
     series = curve_series(runs + unfinished)
     plots["curves.png"] = plot_curves(series, out / "curves.png")

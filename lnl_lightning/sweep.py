@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lnl_lightning.files import ERROR_FILE, METRICS_FILE
+from lnl_lightning.run_records import ERROR_FILE, METRICS_FILE, read_error
 
 log = logging.getLogger("lnl_lightning.sweep")
 
@@ -33,7 +32,7 @@ class FailedJobsReport(Callback):
             return
         log.error("Multirun finished: %d job(s) completed, %d failed:", len(done), len(failed))
         for path in failed:
-            log.error("  %s: %s", path.parent, json.loads(path.read_text())["error"])
+            log.error("  %s: %s", path.parent, read_error(path.parent))
         sys.exit(1)
 
 

@@ -1,37 +1,53 @@
-"""Build everything from the config, fit, validate and test, and write metrics.json."""
+"""Build everything from the config, fit, validate and test, and write each run's records.
+
+One loop for one run or several trained as a pack (``perf.packed``, ``hydra/launcher=packed``):
+:func:`train_runs`. A pack's members each get the folder, logs, checkpoints and records of an
+ordinary run (:mod:`lnl_lightning.pack_members`); the pack itself has a folder with its
+Lightning checkpoint (for resuming) and the list of its members.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import logging
-import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
-from lnl_lightning.checkpoints import (
-    AtomicCheckpointIO,
-    check_fits,
-    check_networks,
-    load_checkpoint,
-)
+from lnl_lightning.callbacks import RunFolders, TrainThroughput
+from lnl_lightning.checkpoints import AtomicCheckpointIO, check_networks, load_checkpoint
 from lnl_lightning.config import build, unknown_setting
 from lnl_lightning.data.contract import BiasSpec
-from lnl_lightning.data.mnist_colors import describe_data
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.files import METRICS_FILE, write_text_atomic
-from lnl_lightning.identity import check_same_run
+from lnl_lightning.files import write_text_atomic
+from lnl_lightning.identity import check_pack, logged_fields, packable
 from lnl_lightning.loggers import build_loggers, finish_loggers
-from lnl_lightning.recipe_checks import check_recipe
+from lnl_lightning.run_checks import (
+    check_config,
+    describe_networks,
+    resume_path,
+    without_validation,
+)
+from lnl_lightning.run_records import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    RunFolder,
+    RunSummary,
+    write_config,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 
-TEST_CKPT_CHOICES = ("last", "best")
+__all__ = ["build_model", "build_networks", "check_config", "run", "train_runs"]
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -100,201 +116,247 @@ def build_model(cfg: DictConfig, spec: BiasSpec, test_names: tuple[str, ...]) ->
         raise unknown from None
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Checks on top-level keys that no component owns, made before any work."""
-    check_recipe(cfg)
-    if not str(cfg.optimized_metric).startswith(("val/", "train/")):
-        raise ConfigError(
-            f"optimized_metric must be a val/... (or train/...) metric, never a test one, "
-            f"got '{cfg.optimized_metric}'"
-        )
-    if cfg.test_ckpt not in TEST_CKPT_CHOICES:
-        raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
-    if cfg.test_ckpt == "best" and without_validation(cfg):
-        raise ConfigError(
-            "test_ckpt=best selects by validation accuracy, but data.val_fraction=0 leaves no "
-            "validation data: use test_ckpt=last"
-        )
-    strategy = cfg.trainer.get("strategy")
-    spawned = isinstance(strategy, DictConfig) and strategy.get("start_method") == "spawn"
-    if spawned and "csv" in (cfg.get("logger") or {}):
-        raise ConfigError(
-            "trainer=ddp_spawn does not work with logger=csv (Lightning's CSV logger loses its "
-            "header across the spawned processes): use logger=tensorboard or logger=wandb"
-        )
-    check_devices(cfg.trainer)
-    perf = cfg.get("perf") or {}
-    if perf.get("cuda_graph") and str(cfg.trainer.get("precision")) in ("16-mixed", "16"):
-        # the captured step drives the raw optimizers: no loss scaler, float16 gradients underflow
-        raise ConfigError(
-            f"perf.cuda_graph=true cannot train under trainer.precision="
-            f"{cfg.trainer.precision} (float16 gradients need a loss scaler, which the captured "
-            f"step does not have): use trainer.precision=bf16-mixed or 32-true, or "
-            f"perf.cuda_graph=false"
-        )
-    max_epochs = cfg.trainer.get("max_epochs")
-    if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
-    if cfg.ckpt_path:
-        path = resume_path(cfg)
-        check_fits(load_checkpoint(path, "ckpt_path"), cfg.method, path, "ckpt_path", resume=True)
-    check_same_run(cfg, Path(cfg.paths.output_dir))
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and evaluate one configuration; return its final val and test metrics.
 
-
-def describe_networks(cfg: DictConfig) -> str:
-    """The method and feature extractor a config builds, for messages."""
-    return f"model={cfg.method}, net of {cfg.net.feature_extractor._target_}"
-
-
-def without_validation(cfg: DictConfig) -> bool:
-    """``data.val_fraction=0``: all training images train (the official protocol), none validate."""
-    return cfg.data.get("val_fraction") == 0
-
-
-def check_devices(trainer_cfg: DictConfig) -> None:
-    """``trainer.accelerator`` and ``trainer.devices`` against what this machine has."""
-    import torch
-
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
-    devices = trainer_cfg.get("devices", "auto")
-    gpus = torch.cuda.device_count()
-    if accelerator in ("gpu", "cuda") and gpus == 0:
-        raise ConfigError(
-            f"trainer.accelerator={accelerator}, but no GPU is visible here "
-            f"(torch.cuda.device_count() == 0): use trainer.accelerator=cpu or auto"
-        )
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0):
-        available, what = gpus, "GPU(s)"
-    elif accelerator in ("cpu", "auto"):
-        available, what = os.cpu_count() or 1, "CPU core(s) (one process per device)"
-    else:
-        return  # another accelerator: Lightning checks it
-    wanted = len(devices) if isinstance(devices, ListConfig) else devices
-    if isinstance(wanted, str) and wanted.lstrip("-").isdigit():
-        wanted = int(wanted)
-    if isinstance(wanted, int) and (wanted == 0 or wanted < -1 or wanted > available):
-        raise ConfigError(
-            f"trainer.devices={devices}: this machine has {available} {what}; give a number "
-            f"from 1 to {available}, -1 or auto for all of them"
-        )
-
-
-def resume_path(cfg: DictConfig) -> Path | None:
-    """``ckpt_path`` as a file; ``last`` means checkpoints/last.ckpt of this run's folder."""
-    if not cfg.ckpt_path:
-        return None
-    if cfg.ckpt_path == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise ConfigError(
-                f"ckpt_path=last: there is no {path}; give hydra.run.dir=<the run folder> "
-                f"of the run to resume, or ckpt_path=<a checkpoint file>"
-            )
-        return path
-    return Path(cfg.ckpt_path)
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate one configuration; return the final val and test metrics.
-
-    Writes into ``cfg.paths.output_dir``: ``config_resolved.yaml``, ``checkpoints/``,
-    logger files and ``metrics.json`` (callbacks add the accuracy matrices and samples).
+    With ``perf.packed`` it trains as a pack of one (batches built on the device), in
+    ``<run folder>/pack``; a method that cannot pack trains as an ordinary run.
     """
-    if cfg.get("perf") and cfg.perf.packed:  # perf=fast: this run as a pack of one
-        from lnl_lightning.packed_train import packable, run_packed
-
+    if cfg.get("perf") and cfg.perf.packed:
         if packable(cfg):
-            return run_packed([cfg], Path(cfg.paths.output_dir) / "pack")[0]
+            return train_runs([cfg], Path(cfg.paths.output_dir) / "pack")[0]
         log.warning(
             "perf.packed trains LNL and baseline runs (model.step=official); %s trains as an "
             "ordinary run",
             cfg.method,
         )
-    started = time.time()
-    check_config(cfg)
-    out_dir = Path(cfg.paths.output_dir)
+    return train_runs([cfg])[0]
 
-    datamodule = build(cfg.data)
-    pl.seed_everything(cfg.seed, workers=True)
-    model = build_model(cfg, datamodule.bias_spec, datamodule.test_names)
-    if cfg.ckpt_path:
-        path = resume_path(cfg)
-        check_networks(
-            load_checkpoint(path, "ckpt_path"), model, path, "ckpt_path", describe_networks(cfg)
+
+def train_runs(cfgs: Sequence[DictConfig], pack_dir: Path | None = None) -> list[dict[str, float]]:
+    """Train and evaluate ``cfgs`` (resolved job configs); return each run's final metrics.
+
+    Without ``pack_dir``: one ordinary run. With it: the runs as one pack
+    (:mod:`lnl_lightning.models.packed_runs`), its checkpoint and log in ``pack_dir``.
+    Each run's folder (``paths.output_dir``) gets ``config_resolved.yaml``, logger files,
+    ``checkpoints/``, ``samples_*.png``, ``group_acc_<split>.{csv,png}`` and ``metrics.json``.
+    """
+    started = time.time()
+    cfgs, packed = list(cfgs), pack_dir is not None
+    if not packed and len(cfgs) != 1:
+        raise ValueError("several runs train together as a pack: give pack_dir")
+    first = cfgs[0]
+    if packed:
+        check_pack(cfgs)
+        for cfg in cfgs:  # resuming: from the pack's checkpoint, checked below
+            check_config(OmegaConf.merge(cfg, {"ckpt_path": None}))
+    else:
+        check_config(first)
+
+    datamodule, member_datamodules = build_data(cfgs, packed)
+    model = build_members(cfgs, datamodule, packed)
+    folders = [
+        RunFolder(Path(cfg.paths.output_dir), cfg, [], dm)
+        for cfg, dm in zip(cfgs, member_datamodules, strict=True)
+    ]
+    if packed:
+        for folder in folders:
+            folder.loggers = build_loggers(_own_wandb_run(folder.config))
+        callbacks, ckpt_path = (
+            pack_callbacks(first, folders, pack_dir),
+            pack_resume(first, pack_dir),
         )
+        trainer_cfg = OmegaConf.merge(first.trainer, {"default_root_dir": str(pack_dir)})
+        loggers: list = []
+    else:
+        callbacks, ckpt_path = run_callbacks(first, folders), resume_path(first)
+        if ckpt_path is not None:
+            check_networks(
+                load_checkpoint(ckpt_path, "ckpt_path"),
+                model,
+                ckpt_path,
+                "ckpt_path",
+                describe_networks(first),
+            )
+        trainer_cfg, loggers = first.trainer, build_loggers(first)
+        folders[0].loggers = loggers
+    trainer: pl.Trainer = build(
+        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+
+    if trainer.is_global_zero:
+        for folder in folders:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            write_config(folder.path, folder.config)
+            for logger in folder.loggers:
+                logger.log_hyperparams(OmegaConf.to_container(folder.config, resolve=True))
+                pack = {"pack": str(pack_dir)} if packed else {}
+                logger.log_hyperparams({**logged_fields(folder.config), **pack})
+        if packed:
+            pack_dir.mkdir(parents=True, exist_ok=True)
+            members = "".join(f"{folder.path}\n" for folder in folders)
+            write_text_atomic(pack_dir / "members.txt", members)
+            log.info("Training %d runs as one pack in %s", len(cfgs), pack_dir)
+        elif first.print_config:
+            print_config_tree(first)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    rate = next((c.last_rate for c in callbacks if isinstance(c, TrainThroughput)), None)
+
+    # the final metrics: of the weights training ended with, or of the best by validation
+    tested = "last" if packed else first.test_ckpt
+    ckpt = "best" if tested == "best" else None
+    # verbose=False: the final metrics are logged once, by the module, not in tables too
+    trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    final = [dict(results) for results in model.member_results]
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    for metrics, results in zip(final, model.member_results, strict=True):
+        metrics.update(results)
+
+    for k, (folder, metrics) in enumerate(zip(folders, final, strict=True)):
+        if trainer.is_global_zero:
+            member_rate = None if rate is None else round(rate, 1)
+            summary = RunSummary(
+                metrics=metrics,
+                method=folder.config.method,
+                task_name=folder.config.task_name,
+                tested_weights=tested,
+                best_checkpoint=callbacks_best(callbacks, trainer, k),
+                epochs=trainer.current_epoch,
+                train_images_per_s=member_rate,
+                global_step=trainer.global_step,
+                wall_time_s=round(time.time() - started, 1),
+                config_path=str((folder.path / CONFIG_FILE).resolve()),
+                pack=None
+                if not packed
+                else {
+                    "folder": str(pack_dir.resolve()),
+                    "members": len(cfgs),
+                    "train_images_per_s": None if rate is None else round(rate, 1) * len(cfgs),
+                },
+            )
+            write_summary(folder.path, summary)
+            log.info("Metrics written to %s", folder.path / METRICS_FILE)
+        if packed:
+            for logger in folder.loggers:
+                logger.finalize("success")
+        finish_loggers(folder.loggers, metrics)
+    if packed:
+        log.info("Pack of %d runs done in %.0f s: %s", len(cfgs), time.time() - started, pack_dir)
+    return final
+
+
+def build_data(cfgs: list[DictConfig], packed: bool) -> tuple[Any, list[Any]]:
+    """The datamodule the trainer reads, and each run's own (a pack's members read theirs,
+    side by side; members with equal data settings share one)."""
+    if not packed:
+        datamodule = build(cfgs[0].data)
+        return datamodule, [datamodule]
+    from lnl_lightning.data.packed import PackedDataModule
+
+    datamodules, member_data, index = [], [], {}
+    for cfg in cfgs:
+        key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
+        if key not in index:
+            index[key] = len(datamodules)
+            datamodules.append(build(cfg.data))
+        member_data.append(index[key])
+    seeds = [int(cfg.seed) for cfg in cfgs]
+    packed_data = PackedDataModule(datamodules, member_data, seeds)
+    return packed_data, [datamodules[i] for i in member_data]
+
+
+def build_members(cfgs: list[DictConfig], datamodule: Any, packed: bool) -> Any:
+    """Each run's module, built after its own seed (so it starts as it would alone); a pack's
+    members packed into one module."""
+    members = []
+    for cfg in cfgs:
+        pl.seed_everything(cfg.seed, workers=True)  # the seed, then f, g, h
+        members.append(build_model(cfg, datamodule.bias_spec, datamodule.test_names))
+    if not packed:
+        return members[0]
+    from lnl_lightning.models.packed_runs import pack_runs
+
+    perf = cfgs[0].get("perf") or {}
+    return pack_runs(members, cuda_graph=bool(perf.get("cuda_graph", False)))
+
+
+def run_callbacks(cfg: DictConfig, folders: list[RunFolder]) -> list[pl.Callback]:
+    """``cfg.callbacks``, built, for an ordinary run."""
     if without_validation(cfg) and cfg.callbacks.get("model_checkpoint") is not None:
         # nothing to select by: last.ckpt holds the last epoch's weights (the official protocol)
         cfg.callbacks.model_checkpoint = None
     callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns the bar off
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    loggers = build_loggers(cfg)
-    trainer: pl.Trainer = build(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    return [RunFolders(folders), *callbacks]
+
+
+def pack_callbacks(cfg: DictConfig, folders: list[RunFolder], pack_dir: Path) -> list[pl.Callback]:
+    """The members' ``callbacks`` for a pack: the checkpoint callbacks become the pack's own
+    last checkpoint and each member's last and best ones (:class:`PackMembers`)."""
+    from lnl_lightning.pack_members import PackMembers
+
+    selector = cfg.callbacks.get("model_checkpoint")
+    monitor = None if selector is None or without_validation(cfg) else selector.get("monitor")
+    members = PackMembers(
+        folders,
+        pack_dir,
+        monitor=monitor,
+        mode=selector.get("mode", "max") if selector is not None else "max",
     )
-
-    config_path = out_dir / "config_resolved.yaml"
-    if trainer.is_global_zero:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, OmegaConf.to_yaml(cfg, resolve=True))
-        if cfg.print_config:
-            print_config_tree(cfg)
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-            logger.log_hyperparams(run_fields(cfg))  # top level, for grouping and filtering
-
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
-    throughput = _last_throughput(trainer)  # before validate/test replace the logged values
-
-    ckpt = "best" if cfg.test_ckpt == "best" else None  # None: the weights as training left them
-    metrics: dict[str, float] = {}
-    for result in (
-        # verbose=False: the final metrics are logged once, by the module, not in tables too
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False),
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False),
-    ):
-        metrics.update({k: float(v) for k, v in result[0].items()})
-
-    if trainer.is_global_zero:
-        summary = {
-            "metrics": dict(sorted(metrics.items())),
-            "method": cfg.method,
-            "task_name": cfg.task_name,
-            "tested_weights": cfg.test_ckpt,
-            "best_checkpoint": _best_checkpoint(trainer),
-            "epochs": trainer.current_epoch,
-            "train_images_per_s": throughput,
-            "global_step": trainer.global_step,
-            "wall_time_s": round(time.time() - started, 1),
-            "config_path": str(config_path.resolve()),
-        }
-        write_text_atomic(out_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
-        log.info("Metrics written to %s", out_dir / METRICS_FILE)
-    finish_loggers(loggers, metrics)
-    return metrics
+    if selector is not None and selector.get("filename"):
+        members.filename = selector.filename
+    callbacks: list[pl.Callback] = [members]
+    for node in cfg.callbacks.values():
+        if node is None:
+            continue
+        callback = build(node)
+        if isinstance(callback, ModelCheckpoint):
+            continue
+        if isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", True):
+            continue
+        callbacks.append(callback)
+    if not any(isinstance(c, TrainThroughput) for c in callbacks):
+        callbacks.append(TrainThroughput())  # the pack's images/s, in each member's summary
+    last = ModelCheckpoint(
+        dirpath=pack_dir / CHECKPOINTS,
+        filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    return [*callbacks, last]
 
 
-def run_fields(cfg: DictConfig) -> dict[str, Any]:
-    """The fields a study is grouped and filtered by, as top-level logger config."""
-    return {
-        "method": cfg.method,
-        "lambda": cfg.model.get("lambda_"),
-        "mu": cfg.model.get("mu"),
-        "color_var": cfg.data.get("color_var"),
-        "data": describe_data(cfg.data) if cfg.data.get("color_var") is not None else None,
-        "seed": cfg.seed,
-        "study": cfg.task_name,
-    }
+def pack_resume(cfg: DictConfig, pack_dir: Path) -> Path | None:
+    """A pack resumes (``ckpt_path`` set) from its own ``checkpoints/last.ckpt`` only."""
+    if not cfg.ckpt_path:
+        return None
+    path = pack_dir / CHECKPOINTS / LAST_CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: a packed run resumes from its pack's {path}, not found")
+    return path
 
 
-def _last_throughput(trainer: pl.Trainer) -> float | None:
-    value = trainer.callback_metrics.get("train/images_per_s")
-    return None if value is None else round(float(value), 1)
+def callbacks_best(callbacks: list[pl.Callback], trainer: pl.Trainer, k: int) -> str | None:
+    """Run ``k``'s checkpoint selected by validation (None without one: last.ckpt selects
+    nothing)."""
+    from lnl_lightning.pack_members import PackMembers
 
-
-def _best_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The checkpoint selected by validation (None without one: last.ckpt selects nothing)."""
+    for callback in callbacks:
+        if isinstance(callback, PackMembers):
+            return callback.best_checkpoint(k)
     for callback in trainer.checkpoint_callbacks:
         if getattr(callback, "monitor", None) is not None:
             return getattr(callback, "best_model_path", None) or None
     return None
+
+
+def _own_wandb_run(cfg: DictConfig) -> DictConfig:
+    """W&B: one run per member in one process (``reinit="create_new"``)."""
+    if "wandb" not in (cfg.get("logger") or {}):
+        return cfg
+    cfg = cfg.copy()
+    OmegaConf.update(cfg, "logger.wandb.reinit", "create_new", force_add=True)
+    return cfg

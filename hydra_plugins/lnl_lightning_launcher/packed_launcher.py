@@ -2,14 +2,13 @@
 
 Every job is composed as the basic launcher composes it (its own overrides, run folder and
 ``.hydra/``); then the jobs that differ only in what a pack keeps per member (seed, sigma^2,
-lambda, mu, warm-start checkpoint: :data:`lnl_lightning.packed_train.MEMBER_KEYS`) are
-trained together, up to ``max_members`` at a time (:func:`lnl_lightning.packed_train.run_packed`).
+lambda, mu, warm-start checkpoint: :data:`lnl_lightning.identity.MEMBER_KEYS`) are
+trained together, up to ``max_members`` at a time (:func:`lnl_lightning.train.train_runs`).
 Each job's return value is its ``optimized_metric``, as with the basic launcher.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import traceback
@@ -52,7 +51,7 @@ class PackedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from lnl_lightning.packed_train import pack_key, packable
+        from lnl_lightning.identity import pack_key, packable
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -126,35 +125,32 @@ class PackedLauncher(Launcher):
 
     def _train_alone(self, ret: JobReturn, cfg: DictConfig) -> None:
         from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-        from lnl_lightning.files import ERROR_FILE, write_text_atomic
+        from lnl_lightning.run_records import clear_error, write_error
         from lnl_lightning.train import run
 
-        (Path(cfg.paths.output_dir) / ERROR_FILE).unlink(missing_ok=True)  # a new try
+        clear_error(cfg.paths.output_dir)  # a new try
         try:
             metrics = run(OmegaConf.merge(cfg, {"perf": {"packed": False}}))
         except Exception as err:  # the sweep goes on, as with single jobs
             expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
             log.error("Job %s failed: %s", cfg.paths.output_dir, err, exc_info=not expected)
-            record = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-            write_text_atomic(
-                Path(cfg.paths.output_dir) / ERROR_FILE, json.dumps(record, indent=2) + "\n"
-            )
+            write_error(cfg.paths.output_dir, err)
             metrics = {}
         ret.status = JobStatus.COMPLETED
         ret.return_value = metrics.get(cfg.optimized_metric, math.nan)
 
     def _train(self, pack_dir: Path, jobs: list[tuple[JobReturn, DictConfig]]) -> Exception | None:
         """Train one pack; return the error it failed with (recorded in each job's folder)."""
+        from lnl_lightning import train
         from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-        from lnl_lightning.files import ERROR_FILE
-        from lnl_lightning.packed_train import run_packed
+        from lnl_lightning.run_records import clear_error
 
         cfgs = [cfg for _, cfg in jobs]
         for cfg in cfgs:
-            (Path(cfg.paths.output_dir) / ERROR_FILE).unlink(missing_ok=True)  # a new try
+            clear_error(cfg.paths.output_dir)  # a new try
         error = None
         try:
-            results = run_packed(cfgs, pack_dir)
+            results = train.train_runs(cfgs, pack_dir)
         except Exception as err:  # the sweep goes on with the next pack, as with single jobs
             expected = isinstance(err, (ConfigError, DataError, TrainingDiverged))
             log.error("Pack %s failed: %s", pack_dir, err, exc_info=not expected)
@@ -177,7 +173,6 @@ def device_unusable(err: BaseException) -> bool:
 
 
 def _record_failure(cfg: DictConfig, error: str, trace: str) -> None:
-    from lnl_lightning.files import ERROR_FILE, write_text_atomic
+    from lnl_lightning.run_records import write_error
 
-    record = {"error": error, "traceback": trace}
-    write_text_atomic(Path(cfg.paths.output_dir) / ERROR_FILE, json.dumps(record, indent=2) + "\n")
+    write_error(cfg.paths.output_dir, error, trace)

@@ -116,6 +116,11 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
     graph_safe = False
     member_settings: tuple[str, ...] = ()
 
+    @classmethod
+    def can_pack(cls, settings: Any) -> bool:
+        """Whether runs with these ``model`` settings can train as members of one pack."""
+        return cls.packable
+
     def __init__(
         self,
         feature_extractor: nn.Module,
@@ -387,7 +392,9 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
         self._stop_if_diverged()  # before the checkpoint callbacks run
         # the epoch's sums over every process: what its checkpoint holds, equal on all ranks
         self.train_sums.copy_(self._global_train_sums())
-        if not self.packed:  # a pack's members' means go to their own runs (packed_train)
+        if (
+            not self.packed
+        ):  # a pack's members' means go to their own runs (lnl_lightning.pack_members)
             self.log_dict(self.train_metrics(self.train_sums)[0])
         schedulers = self.lr_schedulers()
         if schedulers is None:

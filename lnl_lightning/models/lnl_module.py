@@ -82,6 +82,11 @@ class LNLModule(DebiasModule):
     graph_safe = True
     member_settings = ("lambda_", "mu")
 
+    @classmethod
+    def can_pack(cls, settings: Any) -> bool:
+        """The official step only: the fused one is written for one run."""
+        return cls.packable and settings.get("step", "official") == "official"
+
     def __init__(
         self,
         feature_extractor: nn.Module,

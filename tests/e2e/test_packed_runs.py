@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.packed_train import check_pack, pack_key
+from lnl_lightning.identity import check_pack, pack_key
 
 from ..helpers.cli import run_ok
 from ..helpers.wandb_records import read_run
@@ -210,7 +210,7 @@ def test_after_a_device_side_assert_the_later_packs_are_not_run_but_recorded(tmp
     (here a ConfigError) lets the sweep go on."""
     from hydra.core.utils import JobReturn
 
-    import lnl_lightning.packed_train as packed_train
+    import lnl_lightning.train as train
     from hydra_plugins.lnl_lightning_launcher.packed_launcher import PackedLauncher
 
     trained = []
@@ -223,7 +223,7 @@ def test_after_a_device_side_assert_the_later_packs_are_not_run_but_recorded(tmp
             raise RuntimeError("CUDA error: device-side assert triggered")
         return [{"val/acc": 0.5} for _ in cfgs]
 
-    monkeypatch.setattr(packed_train, "run_packed", run_packed)
+    monkeypatch.setattr(train, "train_runs", run_packed)
 
     def job(name):
         cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path / name)}})
@@ -254,8 +254,9 @@ def test_a_pack_cut_short_leaves_each_member_its_last_finished_epoch(
 
     from lnl_lightning.config import CONFIG_MODULE, build
     from lnl_lightning.models.packed_runs import unpack_runs
-    from lnl_lightning.packed_train import MemberRuns, run_packed
+    from lnl_lightning.pack_members import PackMembers as MemberRuns
     from lnl_lightning.train import build_model
+    from lnl_lightning.train import train_runs as run_packed
 
     class Cut(Exception):
         pass
