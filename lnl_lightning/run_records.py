@@ -70,7 +70,7 @@ class RunSummary:
     @property
     def is_evaluation(self) -> bool:
         """It tested a checkpoint and trained nothing: not a run for the report."""
-        return self.kind == EVALUATION or self.tested_weights not in ("last", "best")
+        return self.kind == EVALUATION or self.tested_weights not in (None, "last", "best")
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> RunSummary:

@@ -89,6 +89,20 @@ def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
             torch.testing.assert_close(ours["state_dict"][name], value, rtol=1e-6, atol=1e-9)
     assert len(ours["optimizer_states"]) == 2
     assert (member / "group_acc_test.csv").is_file() and (member / "config_resolved.yaml").is_file()
+    # the records the callbacks write are the same for a member as for the run alone
+    records = ("samples_train.png", "samples_test.png", "group_acc_val.csv", "group_acc_test.csv")
+    for name in records:
+        assert (alone / name).is_file() and (member / name).is_file(), name
+    assert (member / "group_acc_test.csv").read_text() == (alone / "group_acc_test.csv").read_text()
+    assert Path(packed["best_checkpoint"]).name == Path(single["best_checkpoint"]).name
+    assert sorted(p.name for p in (member / "checkpoints").iterdir()) == sorted(
+        p.name for p in (alone / "checkpoints").iterdir()
+    )
+    best_ours = torch.load(packed["best_checkpoint"], weights_only=False)["state_dict"]
+    best_theirs = torch.load(single["best_checkpoint"], weights_only=False)["state_dict"]
+    for name, value in best_theirs.items():
+        if name.split(".")[0] in ("feature_extractor", "label_head", "bias_head"):
+            torch.testing.assert_close(best_ours[name], value, rtol=1e-6, atol=1e-9)
 
     # perf=fast: the same run as a pack of one, with the graph-ready step (eager on a CPU)
     fast = packed_sweep / "fast"
