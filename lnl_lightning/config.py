@@ -82,6 +82,14 @@ class TrainerSchema:
 
 
 @dataclass
+class PerfSchema:
+    """The ``perf`` group: speed options (tested to train the same run)."""
+
+    packed: bool = False  # train as a pack of one: batches built on the device
+    cuda_graph: bool = False  # a pack on a GPU: replay the training step from a CUDA graph
+
+
+@dataclass
 class ColoredMNISTSchema:
     """The ``data=colored_mnist`` group (see ``ColoredMNISTDataModule`` for the meanings)."""
 
@@ -136,6 +144,7 @@ def register_configs() -> None:
     store.store(name="train_schema", node=TrainSchema)
     # outside the groups, so that --help does not offer them as choices
     store.store(name="trainer_schema", node=TrainerSchema)
+    store.store(name="perf_schema", node=PerfSchema)
     store.store(name="colored_mnist_schema", node=ColoredMNISTSchema)
 
 

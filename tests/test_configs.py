@@ -213,6 +213,7 @@ def test_a_bias_head_that_does_not_fit_the_data_is_refused_naming_nets_that_do(
         ("data.batch_size=1.5", "data.batch_size", "Integer"),
         ("seed=zero", "seed", "Integer"),
         ("print_config=maybe", "print_config", "not a valid bool"),
+        ("perf.cuda_graph=maybe", "perf.cuda_graph", "not a valid bool"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_while_composing_with_its_key(
