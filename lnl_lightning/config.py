@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Literal
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
@@ -14,8 +16,20 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from lnl_lightning.errors import ConfigError, DataError
+from lnl_lightning.schemas import (
+    check_booleans,
+    field_type,
+    locate,
+    schema_name,
+    schema_of,
+    targets_in,
+)
 
 CONFIG_MODULE = "lnl_lightning.conf"
+TestCkpt = Literal["last", "best"]  # the weights a run is tested with: its last, or best val
+TestCkptChoice = field_type("test_ckpt", TestCkpt)
+# where the yaml files are, found without importing the package (its import registers these)
+CONFIG_DIR = Path(find_spec(CONFIG_MODULE).submodule_search_locations[0])
 
 # ${pid:} in a folder name: runs started in the same second by one shell loop get their own
 if not OmegaConf.has_resolver("pid"):
@@ -24,7 +38,10 @@ if not OmegaConf.has_resolver("pid"):
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets the project's own errors through unwrapped."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
     try:
+        if isinstance(target, str) and target.startswith("lnl_lightning."):
+            check_booleans(node, locate(target))
         return instantiate(node, **kwargs)
     except MissingMandatoryValue as err:
         raise ConfigError(
@@ -56,7 +73,8 @@ def unknown_setting(err: TypeError, node: Any) -> ConfigError | None:
 # Typed schemas of the config groups (Hydra's structured configs): a value of the wrong type
 # (``trainer.max_epochs=abc``) is refused while the config is composed, with the key named.
 # Each yaml of a group lists its schema first in its defaults; keys a schema does not list
-# can still be added (``+trainer.detect_anomaly=true``).
+# can still be added (``+trainer.detect_anomaly=true``). The project's own components (data,
+# model, net) have schemas derived from their signatures (schemas.py); below, the rest.
 
 
 @dataclass
@@ -90,33 +108,6 @@ class PerfSchema:
 
 
 @dataclass
-class ColoredMNISTSchema:
-    """The ``data=colored_mnist`` group (see ``ColoredMNISTDataModule`` for the meanings)."""
-
-    _target_: str = "lnl_lightning.data.colored_mnist.ColoredMNISTDataModule"
-    data_dir: str = MISSING
-    color_var: float = 0.02
-    source: str = "generate"  # "generate" or "arrays"
-    arrays_dir: str | None = None
-    protocol: str = "variance"
-    rho: float = 0.99
-    batch_size: int = 128
-    val_fraction: float = 0.1
-    seed: int = 0
-    palette: Any = "supplement"  # "supplement", "rebias" or 10 [r, g, b] triples
-    color_noise: str = "resample"  # "resample" or "clip"
-    stroke: str = "binary"  # "binary" or "intensity"
-    color_bins: int = 8
-    target_size: int = 14
-    num_workers: int = 0
-    download: bool = True
-    cache: bool = False
-    test_each_epoch: bool = True
-    on_device: bool = False
-    grayscale: Any = False  # checked by the data module: a typed bool would read 2 as true
-
-
-@dataclass
 class TrainSchema:
     """Top-level keys of ``train.yaml`` (the groups are typed by their own schemas)."""
 
@@ -125,7 +116,7 @@ class TrainSchema:
     method: str = MISSING
     seed: int = 0
     ckpt_path: str | None = None
-    test_ckpt: str = "last"
+    test_ckpt: TestCkptChoice = TestCkptChoice("last")
     print_config: bool = True
     optimized_metric: str = "val/acc"
     data: Any = MISSING
@@ -145,7 +136,9 @@ def register_configs() -> None:
     # outside the groups, so that --help does not offer them as choices
     store.store(name="trainer_schema", node=TrainerSchema)
     store.store(name="perf_schema", node=PerfSchema)
-    store.store(name="colored_mnist_schema", node=ColoredMNISTSchema)
+    # each component the group yaml files build: its constructor's settings (schemas.py)
+    for target, keys in targets_in(CONFIG_DIR).items():
+        store.store(name=schema_name(target), node=schema_of(target, keys))
 
 
 register_configs()

@@ -8,11 +8,11 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig
 
 from lnl_lightning.checkpoints import check_fits, load_checkpoint
+from lnl_lightning.config import TestCkpt
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.identity import check_same_run
 from lnl_lightning.recipe_checks import check_recipe
-
-TEST_CKPT_CHOICES = ("last", "best")
+from lnl_lightning.schemas import check_choice
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -23,8 +23,7 @@ def check_config(cfg: DictConfig) -> None:
             f"optimized_metric must be a val/... (or train/...) metric, never a test one, "
             f"got '{cfg.optimized_metric}'"
         )
-    if cfg.test_ckpt not in TEST_CKPT_CHOICES:
-        raise ConfigError(f"test_ckpt must be one of {TEST_CKPT_CHOICES}, got '{cfg.test_ckpt}'")
+    check_choice("test_ckpt", cfg.test_ckpt, TestCkpt)
     if cfg.test_ckpt == "best" and without_validation(cfg):
         raise ConfigError(
             "test_ckpt=best selects by validation accuracy, but data.val_fraction=0 leaves no "

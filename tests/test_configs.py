@@ -214,6 +214,11 @@ def test_a_bias_head_that_does_not_fit_the_data_is_refused_naming_nets_that_do(
         ("seed=zero", "seed", "Integer"),
         ("print_config=maybe", "print_config", "not a valid bool"),
         ("perf.cuda_graph=maybe", "perf.cuda_graph", "not a valid bool"),
+        ("model.warm_start_lr=abc", "model.warm_start_lr", "Float"),
+        ("model.step=fast", "model.step", "expected one of [official, fused]"),
+        ("test_ckpt=first", "test_ckpt", "expected one of [last, best]"),
+        ("data.protocol=rho", "data.protocol", "expected one of [variance, rebias]"),
+        ("net.feature_extractor.init=he", "net.feature_extractor.init", "expected one of"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_while_composing_with_its_key(
@@ -250,7 +255,6 @@ def test_each_model_yaml_names_its_method(model, tmp_path):
         (["model.optimizer.momentum=2"], r"model.optimizer.momentum must be in \[0, 1\), got 2"),
         (["model.optimizer.momentum=-0.1"], r"model.optimizer.momentum must be in \[0, 1\)"),
         (["model.optimizer.weight_decay=-1"], "model.optimizer.weight_decay must be a number >= 0"),
-        (["model.warm_start_lr=abc"], "model.warm_start_lr must be a positive number, got 'abc'"),
         (["model.warm_start_lr=-1"], "model.warm_start_lr must be a positive number, got -1"),
         (["model=lff", "model.optimizer.lr=0"], "model.optimizer.lr must be a positive number"),
         (["seed=-1"], r"seed must be an integer from 0 to 4294967295, got -1"),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -57,9 +57,9 @@ from lnl_lightning.data.contract import (
 )
 from lnl_lightning.data.device_batches import DeviceBatches
 from lnl_lightning.data.mnist_colors import (
-    COLOR_NOISES,
     NUM_DIGITS,
-    STROKES,
+    ColorNoise,
+    Stroke,
     check_palette,
     colorize,
     colorize_background,
@@ -70,11 +70,12 @@ from lnl_lightning.data.mnist_files import MNIST_FILES, load_mnist
 from lnl_lightning.data.sampling import ResumableLoader, run_seed
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.files import write_atomic
+from lnl_lightning.schemas import check_choice
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("variance", "rebias")
-SOURCES = ("generate", "arrays")
+Protocol = Literal["variance", "rebias"]
+Source = Literal["generate", "arrays"]
 
 
 class ColoredImages(Dataset):
@@ -160,22 +161,22 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self,
         data_dir: str = "data",
         color_var: float = 0.02,
-        source: str = "generate",
+        source: Source = "generate",
         arrays_dir: str | None = None,
-        protocol: str = "variance",
+        protocol: Protocol = "variance",
         rho: float = 0.99,
         batch_size: int = 128,
         val_fraction: float = 0.1,
         seed: int = 0,
         palette: Any = "supplement",
-        color_noise: str = "resample",
-        stroke: str = "binary",
+        color_noise: ColorNoise = "resample",
+        stroke: Stroke = "binary",
         color_bins: int = 8,
         target_size: int = 14,
         num_workers: int = 0,
         download: bool = True,
         cache: bool = False,
-        test_each_epoch: bool = False,
+        test_each_epoch: bool = True,
         on_device: bool = False,
         grayscale: bool = False,
     ) -> None:
@@ -184,14 +185,10 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.color_var must be in (0, 1] (sigma^2 in [0,1] colour units), got {color_var}"
             )
-        for key, value, choices in (
-            ("source", source, SOURCES),
-            ("protocol", protocol, PROTOCOLS),
-            ("color_noise", color_noise, COLOR_NOISES),
-            ("stroke", stroke, STROKES),
-        ):
-            if value not in choices:
-                raise ConfigError(f"data.{key} must be one of {choices}, got '{value}'")
+        source = check_choice("data.source", source, Source)
+        protocol = check_choice("data.protocol", protocol, Protocol)
+        color_noise = check_choice("data.color_noise", color_noise, ColorNoise)
+        stroke = check_choice("data.stroke", stroke, Stroke)
         if not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
             raise ConfigError(
                 f"data.rho must be in [0, 1] (share of bias-aligned images), got {rho}"
@@ -203,8 +200,6 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
                 f"data.target_size must divide 28 (the image side), e.g. 14, the official "
                 f"network's feature map, got {target_size!r}"
             )
-        if not isinstance(grayscale, bool):
-            raise ConfigError(f"data.grayscale must be true or false, got {grayscale!r}")
         self.palette = check_palette(palette)
         self.source = source
         self.arrays_dir = self._check_arrays_dir(arrays_dir, protocol)

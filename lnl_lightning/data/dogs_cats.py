@@ -24,11 +24,12 @@ import csv
 import logging
 import urllib.request
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from lnl_lightning.data.checks import check_color_bins, check_writable
+from lnl_lightning.data.checks import check_writable
 from lnl_lightning.data.contract import BiasSpec
 from lnl_lightning.data.image_files import (
     ImageRecords,
@@ -36,7 +37,8 @@ from lnl_lightning.data.image_files import (
     check_common,
     drop_unreadable,
 )
-from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
+from lnl_lightning.errors import DataError, DataNotFoundError
+from lnl_lightning.schemas import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,8 @@ LIST_FILES = {"dark": "list_dark.txt", "bright": "list_bright.txt"}
 LISTS_URL = (
     "https://raw.githubusercontent.com/feidfoe/learning-not-to-learn/master/dataset/dogs_and_cats/"
 )
-SPLITS = ("tb1", "tb2")
-SPLIT_SOURCES = ("lists", "luminance")
+Split = Literal["tb1", "tb2"]
+SplitSource = Literal["lists", "luminance"]
 
 
 def download_lists(lists_dir: Path) -> None:
@@ -149,8 +151,8 @@ class DogsCatsDataModule(ImageSplitsDataModule):
         self,
         data_dir: str = "data/dogs_cats",
         lists_dir: str | None = None,
-        train_split: str = "tb1",
-        split_source: str = "lists",
+        train_split: Split = "tb1",
+        split_source: SplitSource = "lists",
         image_size: int = 224,
         color_bins: int = 8,
         batch_size: int = 64,
@@ -161,13 +163,8 @@ class DogsCatsDataModule(ImageSplitsDataModule):
     ) -> None:
         super().__init__()
         check_common(batch_size, image_size, val_fraction, num_workers)
-        if train_split not in SPLITS:
-            raise ConfigError(f"data.train_split must be one of {SPLITS}, got '{train_split}'")
-        if split_source not in SPLIT_SOURCES:
-            raise ConfigError(
-                f"data.split_source must be one of {SPLIT_SOURCES}, got '{split_source}'"
-            )
-        check_color_bins(color_bins)
+        train_split = check_choice("data.train_split", train_split, Split)
+        split_source = check_choice("data.split_source", split_source, SplitSource)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.lists_dir = Path(lists_dir).expanduser().resolve() if lists_dir else self.data_dir
         self.train_split, self.split_source = train_split, split_source

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from lnl_lightning.data.image_files import (
     drop_unreadable,
 )
 from lnl_lightning.errors import ConfigError, DataError, DataNotFoundError
+from lnl_lightning.schemas import check_choice, choices
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ AGE_BIN_NAMES = (
 )
 AGE_GROUP_NAMES = ("0-29", "30-39", "40+")
 GENDER_NAMES = ("female", "male")
-TASKS = ("gender", "age")
-SPLITS = ("eb1", "eb2")
+Task = Literal["gender", "age"]
+Split = Literal["eb1", "eb2"]
+SPLITS = choices(Split)
 MATLAB_DATENUM_1970 = 719529  # datenum('1970-01-01')
 OFFICIAL_FILES = ("imdb_age_gender.npy", "imdb_split.npy")
 
@@ -163,8 +166,8 @@ class IMDBFaceDataModule(ImageSplitsDataModule):
     def __init__(
         self,
         data_dir: str = "data/imdb",
-        task: str = "gender",
-        train_split: str = "eb1",
+        task: Task = "gender",
+        train_split: Split = "eb1",
         min_face_score: float = 1.0,
         test_fraction: float = 0.2,
         val_fraction: float = 0.1,
@@ -175,10 +178,8 @@ class IMDBFaceDataModule(ImageSplitsDataModule):
     ) -> None:
         super().__init__()
         check_common(batch_size, image_size, val_fraction, num_workers)
-        if task not in TASKS:
-            raise ConfigError(f"data.task must be one of {TASKS}, got '{task}'")
-        if train_split not in SPLITS:
-            raise ConfigError(f"data.train_split must be one of {SPLITS}, got '{train_split}'")
+        task = check_choice("data.task", task, Task)
+        train_split = check_choice("data.train_split", train_split, Split)
         if not 0.0 < test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
         self.data_dir = Path(data_dir).expanduser().resolve()

@@ -15,13 +15,14 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import yaml
 
 from lnl_lightning.errors import ConfigError
+from lnl_lightning.schemas import choices
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ REBIAS_PALETTE: tuple[tuple[int, int, int], ...] = (
 PALETTES = {"supplement": SUPPLEMENT_PALETTE, "rebias": REBIAS_PALETTE}
 # "paper" named the ReBias map in configs written before the supplement's palette was known.
 PALETTE_ALIASES = {"paper": "rebias"}
-COLOR_NOISES = ("resample", "clip")
-STROKES = ("binary", "intensity")
+ColorNoise = Literal["resample", "clip"]
+Stroke = Literal["binary", "intensity"]
+COLOR_NOISES, STROKES = choices(ColorNoise), choices(Stroke)
 STROKE_THRESHOLD = 128  # binary strokes: coloured iff MNIST grey > 128 (grey 128 is background)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -28,10 +28,11 @@ from lnl_lightning.models.losses import (
     member_negative_entropy,
     negative_entropy,
 )
+from lnl_lightning.schemas import check_choice
 
 __all__ = ["LNLModule", "bias_cross_entropy", "negative_entropy", "rng_states", "set_rng_states"]
 
-STEPS = ("official", "fused")
+Step = Literal["official", "fused"]
 
 
 class LNLModule(DebiasModule):
@@ -97,7 +98,7 @@ class LNLModule(DebiasModule):
         mu: float | Sequence[float] = 0.1,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
-        step: str = "official",
+        step: Step = "official",
         test_names: Sequence[str] = ("test",),
         init_from: str | None = None,
         warm_start_lr: float | None = 0.001,
@@ -105,8 +106,7 @@ class LNLModule(DebiasModule):
         make_networks: NetworkFactory | None = None,
     ) -> None:
         lambdas, mus = member_values("lambda_", lambda_), member_values("mu", mu)
-        if step not in STEPS:
-            raise ConfigError(f"model.step must be one of {STEPS}, got '{step}'")
+        step = check_choice("model.step", step, Step)
         super().__init__(
             feature_extractor,
             label_head,

@@ -9,10 +9,13 @@ pooled features.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from lnl_lightning.errors import ConfigError, DataNotFoundError
+from lnl_lightning.errors import DataNotFoundError
+from lnl_lightning.schemas import check_choice
 
 
 def he_normal_init(module: nn.Module) -> nn.Module:
@@ -30,7 +33,7 @@ def he_normal_init(module: nn.Module) -> nn.Module:
     return module
 
 
-def mnist_feature_extractor(init: str = "official") -> nn.Module:
+def mnist_feature_extractor(init: Init = "official") -> nn.Module:
     """f: BN(3) -> conv5x5 3->32 -> ReLU -> maxpool(3, 2) -> conv3x3 32->32 -> ReLU (32x14x14).
 
     ``init="official"`` applies :func:`he_normal_init`; ``"default"`` keeps PyTorch's.
@@ -48,7 +51,7 @@ def mnist_feature_extractor(init: str = "official") -> nn.Module:
     )
 
 
-def mnist_label_head(num_classes: int = 10, init: str = "official") -> nn.Module:
+def mnist_label_head(num_classes: int = 10, init: Init = "official") -> nn.Module:
     """g: conv3x3/2 32->64 -> ReLU -> conv3x3 64->64 -> ReLU -> global average pool -> linear.
 
     ``init`` as for :func:`mnist_feature_extractor`.
@@ -67,12 +70,11 @@ def mnist_label_head(num_classes: int = 10, init: str = "official") -> nn.Module
     )
 
 
-INITS = ("official", "default")
+Init = Literal["official", "default"]  # He-normal as the official code, or PyTorch's
 
 
-def _initialised(init: str, module: nn.Module) -> nn.Module:
-    if init not in INITS:
-        raise ConfigError(f"net.*.init must be one of {INITS}, got '{init}'")
+def _initialised(init: Init, module: nn.Module) -> nn.Module:
+    init = check_choice("net.*.init", init, Init)
     return he_normal_init(module) if init == "official" else module
 
 

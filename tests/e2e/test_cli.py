@@ -98,7 +98,6 @@ BAD_INPUTS = [
     ("model.mu=inf", "model.mu must be a finite number >= 0, got inf"),
     ("model.lambda_=abc", "model.lambda_ must be a finite number >= 0, got 'abc'"),
     ("model=blind_eye model.confusion_weight=-1", "model.confusion_weight must be a finite"),
-    ("test_ckpt=first", "test_ckpt must be one of"),
     ("ckpt_path=/no/such.ckpt", "ckpt_path must be a checkpoint file"),
     ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
     ("data.data_dir=/etc/hostname", "data.data_dir must be a folder"),
