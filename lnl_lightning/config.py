@@ -36,6 +36,18 @@ if not OmegaConf.has_resolver("pid"):
     OmegaConf.register_new_resolver("pid", os.getpid)
 
 
+def warm_start(runs_dir: str, *keys: str, _root_: DictConfig) -> str:
+    """``${warm_start:DIR,data.color_var,seed}``: the last checkpoint of the finished run under
+    DIR with this run's values of those keys, found from the run records (run_records.py)."""
+    from lnl_lightning.run_records import warm_start_checkpoint
+
+    return warm_start_checkpoint(runs_dir, *keys, _root_=_root_)
+
+
+if not OmegaConf.has_resolver("warm_start"):
+    OmegaConf.register_new_resolver("warm_start", warm_start)
+
+
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets the project's own errors through unwrapped."""
     target = node.get("_target_") if isinstance(node, DictConfig) else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lnl_lightning.errors import ConfigError
 from lnl_lightning.files import write_atomic, write_text_atomic
 
 CONFIG_FILE = "config_resolved.yaml"
@@ -155,3 +157,36 @@ def save_weights_checkpoint(
         **fields,
     }
     return write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def run_alike(runs_dir: str | Path, cfg: DictConfig, keys: Sequence[str]) -> Path:
+    """The training run under ``runs_dir`` whose ``keys`` equal ``cfg``'s: found from records.
+
+    A warm start names the baseline of the same cell (``model.init_from=${warm_start:DIR,
+    data.color_var,seed}``): the run is found by what its ``config_resolved.yaml`` says, not by
+    how its folder is named. Exactly one finished run must match.
+    """
+    wanted = {key: OmegaConf.select(cfg, key) for key in keys}
+    matches = []
+    for config_path in sorted(Path(runs_dir).rglob(CONFIG_FILE)):
+        folder = config_path.parent
+        summary, config = read_summary(folder), read_config(folder)
+        if summary is None or summary.is_evaluation or config is None:
+            continue
+        if all(OmegaConf.select(config, key) == value for key, value in wanted.items()):
+            matches.append(folder)
+    cell = ", ".join(f"{key}={value}" for key, value in wanted.items())
+    if len(matches) != 1:
+        found = ", ".join(str(m) for m in matches) or "none"
+        raise ConfigError(
+            f"model.init_from: one finished run under {runs_dir} must have {cell}; found {found}"
+        )
+    return matches[0]
+
+
+def warm_start_checkpoint(runs_dir: str, *keys: str, _root_: DictConfig) -> str:
+    """The ``${warm_start:DIR,KEY,...}`` resolver: the last checkpoint of :func:`run_alike`."""
+    path = checkpoint_dir(run_alike(runs_dir, _root_, keys)) / LAST_CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"model.init_from: {path} is missing (the run has no last checkpoint)")
+    return str(path)
