@@ -133,7 +133,7 @@ def schema_of(target: str, keys: frozenset[str] = frozenset()) -> type:
         kind = field_type(name, annotation)
         if default is parameter.empty:
             fields.append((name, kind, field(default="???")))
-        elif isinstance(default, (list, tuple, dict)):
+        elif isinstance(default, (list, tuple)):
             fields.append((name, kind, field(default_factory=lambda d=default: list(d))))
         else:
             if isinstance(kind, type) and issubclass(kind, Choice):
