@@ -9,11 +9,17 @@ while the config is composed, with its key named.
 Types OmegaConf cannot hold strictly stay open (``Any``) and are checked by the component:
 booleans (OmegaConf would read ``2`` as true; :func:`check_booleans` refuses it when building),
 unions such as ``float | Sequence[float]`` and factories such as an optimizer.
+
+Schemas and their enums are made at run time, yet a composed config must pickle (DDP spawn,
+submitit): each pickles as the call that makes it again (:func:`schema_of`, :func:`choice_of`),
+both cached, so a process that unpickles a config rebuilds the same types.
 """
 
 from __future__ import annotations
 
+import copyreg
 import enum
+import functools
 import inspect
 import typing
 from collections.abc import Sequence
@@ -44,7 +50,11 @@ BUILT_BY_THE_RUN = frozenset(
 PRIMITIVES = (int, float, str)
 
 
-class Choice(str, enum.Enum):
+class ChoiceType(enum.EnumType):
+    """The type of the choice enums (pickled as the call to :func:`choice_of` that makes one)."""
+
+
+class Choice(str, enum.Enum, metaclass=ChoiceType):
     """A choice among strings: equal to, hashed and printed as its string."""
 
     def __str__(self) -> str:
@@ -52,6 +62,38 @@ class Choice(str, enum.Enum):
 
     def __format__(self, spec: str) -> str:
         return format(str(self.value), spec)
+
+
+@functools.cache
+def choice_of(name: str, allowed: tuple[str, ...]) -> type[Choice]:
+    """The enum of the strings ``allowed`` for parameter ``name`` (one class per choice)."""
+    return Choice(name, {c: c for c in allowed})
+
+
+def _reduce_choice(cls: ChoiceType) -> Any:
+    if cls is Choice:
+        return "Choice"  # the base class, by its name in this module
+    return choice_of, (cls.__name__, tuple(member.value for member in cls))
+
+
+class SchemaType(type):
+    """The type of the schemas (pickled as the call to :func:`schema_of` that makes one)."""
+
+
+class Schema(metaclass=SchemaType):
+    """The base of every derived schema; ``_made_by`` holds :func:`schema_of`'s arguments."""
+
+    _made_by: tuple[str, frozenset[str]]
+
+
+def _reduce_schema(cls: SchemaType) -> Any:
+    if cls is Schema:
+        return "Schema"
+    return schema_of, cls._made_by
+
+
+copyreg.pickle(ChoiceType, _reduce_choice)
+copyreg.pickle(SchemaType, _reduce_schema)
 
 
 def choices(literal: Any) -> tuple[str, ...]:
@@ -87,7 +129,7 @@ def field_type(name: str, annotation: Any) -> Any:
     if typing.get_origin(annotation) is Literal and all(
         isinstance(a, str) for a in choices(annotation)
     ):
-        return Choice(name, {c: c for c in choices(annotation)})
+        return choice_of(name, choices(annotation))
     return Any
 
 
@@ -118,6 +160,7 @@ def schema_name(target: str) -> str:
     return f"schema.{target}"
 
 
+@functools.cache
 def schema_of(target: str, keys: frozenset[str] = frozenset()) -> type:
     """A dataclass of ``target``'s settings: its parameters with a default, and ``keys``.
 
@@ -139,7 +182,14 @@ def schema_of(target: str, keys: frozenset[str] = frozenset()) -> type:
             if isinstance(kind, type) and issubclass(kind, Choice):
                 default = kind(default)
             fields.append((name, kind, field(default=default)))
-    return make_dataclass(f"{component.__name__}Schema", fields)
+    schema = make_dataclass(
+        f"{component.__name__}Schema",
+        fields,
+        bases=(Schema,),
+        namespace={"_made_by": (target, keys)},
+    )
+    schema.__module__ = __name__
+    return schema
 
 
 def locate(target: str) -> Any:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import pickle
+import subprocess
+import sys
 from typing import Literal
 
 import pytest
@@ -102,3 +105,35 @@ def test_a_boolean_setting_given_a_number_is_refused_by_name(key, tmp_path):
     cfg.data.data_dir = str(tmp_path)
     with pytest.raises(ConfigError, match=rf"data.{key} must be true or false, got 2"):
         build(cfg.data)
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def test_a_composed_config_unpickles_in_a_fresh_process_with_its_types(tmp_path):
+    """DDP spawn and submitit pickle the config: its derived schemas and enums must travel."""
+    configs = {name: compose_with(f"experiment={name}") for name in EXPERIMENTS}
+    path = tmp_path / "configs.pkl"
+    path.write_bytes(pickle.dumps(configs))
+    read_back = (
+        "import pickle, sys\n"
+        "from omegaconf import OmegaConf\n"
+        "configs = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "for name, cfg in configs.items():\n"
+        "    print(name, OmegaConf.get_type(cfg.model).__name__, "
+        "type(cfg._get_node('test_ckpt').enum_type).__name__)\n"
+        "    try:\n"
+        "        cfg.test_ckpt = 'first'\n"
+        "    except Exception as err:\n"
+        "        print(name, 'refused', type(err).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", read_back, str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for name, cfg in configs.items():
+        schema = OmegaConf.get_type(cfg.model).__name__
+        assert f"{name} {schema} ChoiceType" in lines, done.stdout
+        assert f"{name} refused ValidationError" in lines, done.stdout
+    assert pickle.loads(path.read_bytes()) == configs
