@@ -13,8 +13,9 @@
    and of packs of K = 7, 21, 42, against the targets (60,000 and 250,000 images/s).
 3. graph_vs_eager.txt: the CUDA-graph step against the eager step, TF32 off (benchmarks/
    graph_vs_eager.py).
-4. grid: the `make reproduce PACK=1` grid (sigma^2 x seeds, baseline then warm LNL,
-   --grid-epochs each) as packs, in the time left; grid_report.md.
+4. grid: the paper's grid as packs (``python -m lnl_lightning.study reproduce --pack``:
+   sigma^2 x seeds, baseline then LNL warm-started from the baseline run of the same cell,
+   --grid-epochs each), in the time left; grid_report.md.
 
 log.txt holds every step's command and output, summary.json what each step delivered,
 runs.tar.gz every run folder without checkpoints. A step that fails does not stop the next;
@@ -42,9 +43,7 @@ TARGETS = {"one_run": 60_000, "packs": 250_000}  # images/s (issue: the paper's 
 # each step's share of the budget, in priority order; the grid gets what is left
 SHARES = {"pair": 0.56, "speed": 0.13, "graph_vs_eager": 0.08}
 PAIR_METRICS = ("test/acc", "test/acc_conflicting", "test/bias_acc", "train/acc")
-COLOR_VARS = ["0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050"]
 STARTUP_S = 25  # a run's imports, data and final test, outside trainer.max_time
-JOB_FOLDER = "cv${data.color_var}_seed${seed}"  # a grid job's folder: warm LNL finds its baseline
 
 
 class Check:
@@ -97,19 +96,24 @@ class Check:
         self.say(f"exit {code}")
         return code
 
+    def run_overrides(self, train_s: int) -> list[str]:
+        """What every training run of the check is given: the data, quiet logs, its time."""
+        return [
+            f"data.data_dir={self.args.data_dir}",
+            "print_config=false",
+            "trainer.enable_progress_bar=false",
+            f"+trainer.max_time={max_time(max(train_s, 1))}",
+            *shlex.split(self.args.run_args),
+        ]
+
     def train(self, overrides: list[str], seconds: float, log_name: str) -> int:
         """``python -m lnl_lightning``, stopped by ``trainer.max_time`` within ``seconds``."""
-        train_s = max(int(seconds - STARTUP_S), 1)
         command = [
             sys.executable,
             "-m",
             "lnl_lightning",
             *overrides,
-            f"data.data_dir={self.args.data_dir}",
-            "print_config=false",
-            "trainer.enable_progress_bar=false",
-            f"+trainer.max_time={max_time(train_s)}",
-            *shlex.split(self.args.run_args),
+            *self.run_overrides(int(seconds - STARTUP_S)),
         ]
         return self.run(command, seconds + 30, log_name)
 
@@ -277,33 +281,31 @@ def graph_vs_eager(check: Check, seconds: float) -> None:
 
 
 def grid(check: Check, seconds: float) -> None:
+    """``python -m lnl_lightning.study reproduce --pack``: each phase gets half the time left."""
     args, folder = check.args, check.work / "grid"
-    if seconds < 2 * STARTUP_S + 20:
+    phase_s = int(seconds / 2 - STARTUP_S)
+    if phase_s < 10:
         check.summary["grid"] = {"skipped": f"{seconds:.0f} s left"}
         check.say(f"grid: skipped, {seconds:.0f} s left")
         return
-    sweep = [
+    command = [
+        sys.executable,
         "-m",
-        "sweep=reproduce",
-        "hydra/launcher=packed",
+        "lnl_lightning.study",
+        "reproduce",
+        "--pack",
+        f"--epochs={args.grid_epochs}",
+        *(["--color-vars", *args.color_vars] if args.color_vars else []),
+        *(["--seeds", *args.seeds] if args.seeds else []),
+        f"--out={folder}",
+        f"--report={folder}",
+        "--",
         "perf.cuda_graph=true",
-        f"data.color_var={','.join(args.color_vars)}",
-        f"seed={','.join(args.seeds)}",
-        f"hydra.sweep.subdir={JOB_FOLDER}",
-        f"trainer.max_epochs={args.grid_epochs}",
+        *check.run_overrides(phase_s),
     ]
-    end = time.monotonic() + seconds
-    check.train(
-        [*sweep, "model=baseline", f"hydra.sweep.dir={folder / 'baseline'}"],
-        seconds / 2,
-        "grid_baseline.log",
-    )
-    warm = f"model.init_from={folder / 'baseline'}/{JOB_FOLDER}/checkpoints/last.ckpt"
-    check.train(
-        [*sweep, "model=lnl", warm, f"hydra.sweep.dir={folder / 'lnl_warm'}"],
-        end - time.monotonic(),
-        "grid_lnl_warm.log",
-    )
+    check.run(command, seconds + 30, "grid.log")
+    for phase_log in sorted(folder.glob("*.log")):  # each phase's output, beside the study's
+        check.log.write(f"--- {phase_log.name}\n{phase_log.read_text(errors='replace')[-4000:]}\n")
     runs = [json.loads(p.read_text()) for p in folder.rglob("metrics.json")]
     check.summary["grid"] = {
         "finished_runs": len(runs),
@@ -312,8 +314,7 @@ def grid(check: Check, seconds: float) -> None:
             {r["pack"]["train_images_per_s"] for r in runs if r.get("pack")} - {None}
         ),
     }
-    report = [sys.executable, "-m", "lnl_lightning.report", str(folder), "--out", str(folder)]
-    if runs and check.run(report, 60, "grid_report.log") == 0:
+    if (folder / "report.md").is_file():
         (check.out / "grid_report.md").write_text((folder / "report.md").read_text())
     check.say(f"grid: {check.summary['grid']}")
 
@@ -332,8 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=540, help="all steps together")
     parser.add_argument("--pair-epochs", type=int, default=100)
     parser.add_argument("--grid-epochs", type=int, default=10)
-    parser.add_argument("--color-vars", nargs="+", default=COLOR_VARS)
-    parser.add_argument("--seeds", nargs="+", default=["0", "1", "2"])
+    parser.add_argument("--color-vars", nargs="+", help="grid (default: sweep=reproduce's)")
+    parser.add_argument("--seeds", nargs="+", help="grid (default: sweep=reproduce's)")
     parser.add_argument("--packs", default="1,7,21,42", help="pack widths for the speed step")
     parser.add_argument("--bench-steps", type=int, default=100)
     parser.add_argument("--graph-steps", type=int, default=300)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -12,11 +14,12 @@ from typing import Any, Literal
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from lnl_lightning.errors import ConfigError, DataError
 from lnl_lightning.schemas import (
+    DISPLAY,
     check_booleans,
     field_type,
     locate,
@@ -49,12 +52,16 @@ if not OmegaConf.has_resolver("warm_start"):
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets the project's own errors through unwrapped."""
+    """``hydra.utils.instantiate`` that lets the project's own errors through unwrapped.
+
+    A method's ``display`` (how reports draw it) stays in the config and is not passed on.
+    """
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     try:
         if isinstance(target, str) and target.startswith("lnl_lightning."):
             check_booleans(node, locate(target))
-        return instantiate(node, **kwargs)
+        with without_display(node):
+            return instantiate(node, **kwargs)
     except MissingMandatoryValue as err:
         raise ConfigError(
             f"{err.full_key} must be given (it has no default): add {err.full_key}=<value> to "
@@ -67,6 +74,21 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, TypeError) and (unknown := unknown_setting(cause, node)):
             raise unknown from None
         raise
+
+
+@contextmanager
+def without_display(node: Any) -> Iterator[None]:
+    """``node`` without its ``display`` key for the while, then as it was."""
+    if not isinstance(node, DictConfig) or DISPLAY not in node:
+        yield
+        return
+    with read_write(node), open_dict(node):
+        display = node._get_node(DISPLAY)
+        del node[DISPLAY]
+        try:
+            yield
+        finally:
+            node[DISPLAY] = display
 
 
 def unknown_setting(err: TypeError, node: Any) -> ConfigError | None:

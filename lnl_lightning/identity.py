@@ -48,6 +48,7 @@ NOT_IDENTIFYING = (
     "data.pin_memory",
     "data.persistent_workers",
     "data.test_each_epoch",  # test metrics logged for the curves, never used in training
+    "model.display",  # how reports draw the method
 )
 # what a resumed run may change: train for longer than first asked
 MAY_CHANGE_ON_RESUME = ("trainer.max_epochs", "trainer.max_steps")
@@ -134,6 +135,7 @@ KEY_FIELDS = (
 NOT_SETTINGS = {
     "_target_",
     "method",
+    "display",
     "lambda_",
     "mu",
     "step",

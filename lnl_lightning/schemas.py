@@ -23,7 +23,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Sequence
-from dataclasses import field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from importlib import import_module
 from pathlib import Path
 from types import NoneType, UnionType
@@ -48,6 +48,16 @@ BUILT_BY_THE_RUN = frozenset(
     }
 )
 PRIMITIVES = (int, float, str)
+DISPLAY = "display"  # a method's node key for how reports draw it, never passed to its module
+
+
+@dataclass
+class Display:
+    """How reports name and draw a method (``model.display``): its label, colour and marker."""
+
+    label: str = "???"
+    color: Optional[str] = None  # noqa: UP045 (runtime type) - a matplotlib colour; None: the next free one
+    marker: str = "o"
 
 
 class ChoiceType(enum.EnumType):
@@ -166,6 +176,7 @@ def schema_of(target: str, keys: frozenset[str] = frozenset()) -> type:
 
     ``keys`` are those the yaml files set (kept even where the type stays open, e.g. an
     optimizer factory); a parameter the run passes in (:data:`BUILT_BY_THE_RUN`) is left out.
+    A method that sets ``display`` gets it typed (:class:`Display`).
     """
     component = locate(target)
     fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=target))]
@@ -182,6 +193,8 @@ def schema_of(target: str, keys: frozenset[str] = frozenset()) -> type:
             if isinstance(kind, type) and issubclass(kind, Choice):
                 default = kind(default)
             fields.append((name, kind, field(default=default)))
+    if DISPLAY in keys:
+        fields.append((DISPLAY, Display, field(default_factory=Display)))
     schema = make_dataclass(
         f"{component.__name__}Schema",
         fields,

@@ -38,6 +38,8 @@ def test_wheel_ships_the_configs_and_the_cli_runs_from_it(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for config in (ROOT / "conf").rglob("*.yaml"):
         assert f"lnl_lightning/conf/{config.relative_to(ROOT / 'conf').as_posix()}" in names
+    for module in (ROOT / "lnl_lightning").rglob("*.py"):
+        assert module.relative_to(ROOT).as_posix() in names  # every subpackage is listed
 
     site = tmp_path / "site"
     subprocess.run(

@@ -1,0 +1,3 @@
+from lnl_lightning.report.cli import main
+
+main()

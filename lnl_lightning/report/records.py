@@ -1,0 +1,134 @@
+"""A study's records as the report reads them: runs, and configurations (runs but the seed).
+
+:func:`collect` finds the finished runs below a folder (their ``metrics.json``) and the job
+folders without results; :func:`summarize` groups runs into :class:`Row` s, one per
+configuration, with each metric's per-seed values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lnl_lightning.identity import KEY_FIELDS, run_fields, run_identity
+from lnl_lightning.run_records import (
+    METRICS_FILE,
+    RunSummary,
+    read_config,
+    read_error,
+    read_summary,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """One finished job: its folder, final metrics and identifying fields."""
+
+    folder: Path
+    metrics: dict[str, float]
+    fields: dict[str, Any]
+    warm_from: Path | None = None  # run folder of model.init_from's checkpoint
+    identity: dict[str, Any] = field(default_factory=dict)  # every setting but the seed
+    display: dict[str, Any] = field(default_factory=dict)  # model.display: how it is drawn
+
+
+@dataclass
+class Row:
+    """One configuration: its fields and the per-seed values of every metric."""
+
+    fields: dict[str, Any]
+    seeds: list[Any] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def mean(self, metric: str) -> float:
+        values = self.values.get(metric, [])
+        return statistics.fmean(values) if values else math.nan
+
+    def std(self, metric: str) -> float:
+        values = self.values.get(metric, [])
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def load_run(folder: Path, summary: RunSummary | None) -> Run:
+    """A run folder with its summary (``metrics.json``; None for a run still going)."""
+    config = read_config(folder)
+    init_from = OmegaConf.select(config, "model.init_from") if config is not None else None
+    warm_from = Path(init_from).parent.parent if init_from else None  # <run>/checkpoints/x
+    identity = run_identity(config) if config is not None else {}
+    identity.pop("seed", None)
+    fields = run_fields(config, summary)
+    display = OmegaConf.select(config, "model.display") if config is not None else None
+    display = OmegaConf.to_container(display) if display is not None else {}
+    return Run(folder, summary.metrics if summary else {}, fields, warm_from, identity, display)
+
+
+def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
+    """Finished runs below ``root`` and the job folders without results (failed or running)."""
+    runs = []
+    for path in sorted(root.rglob(METRICS_FILE)):
+        try:
+            summary = read_summary(path.parent)
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            log.warning("Skipping unreadable %s: %s", path, err)
+            continue
+        if summary is not None and not summary.is_evaluation:
+            runs.append(load_run(path.parent, summary))
+    incomplete = []
+    for hydra_dir in sorted(root.rglob(".hydra")):
+        folder = hydra_dir.parent
+        if (folder / METRICS_FILE).is_file():
+            continue
+        error = read_error(folder)
+        if error is not None:
+            incomplete.append({"folder": str(folder), "status": "failed", "error": error})
+        else:
+            incomplete.append({"folder": str(folder), "status": "running or stopped", "error": ""})
+    return runs, incomplete
+
+
+def summarize(runs: list[Run]) -> list[Row]:
+    """Group runs by every identifying field but the seed."""
+    rows: dict[tuple, Row] = {}
+    identities: dict[tuple, dict[str, Any]] = {}
+    for run in runs:
+        shown = tuple(run.fields.get(k) for k in KEY_FIELDS)
+        key = (shown, json.dumps(run.identity, sort_keys=True, default=str))
+        row = rows.setdefault(key, Row({k: run.fields.get(k) for k in KEY_FIELDS}))
+        identities[key] = run.identity
+        row.seeds.append(run.fields.get("seed"))
+        for metric, value in run.metrics.items():
+            row.values[metric].append(float(value))
+    _name_hidden_differences(rows, identities)
+
+    def order(row: Row) -> tuple:
+        return tuple(
+            (v is None, str(v) if isinstance(v, str) else v or 0) for v in row.fields.values()
+        )
+
+    return sorted(rows.values(), key=order)
+
+
+def _name_hidden_differences(rows: dict[tuple, Row], identities: dict[tuple, dict]) -> None:
+    """Rows alike in every shown field get the settings that tell them apart in ``settings``."""
+    alike: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in rows:
+        alike[key[0]].append(key)
+    for keys in alike.values():
+        if len(keys) < 2:
+            continue
+        names = sorted({name for key in keys for name in identities[key]})
+        varying = [n for n in names if len({repr(identities[k].get(n)) for k in keys}) > 1]
+        for key in keys:
+            extra = " ".join(f"{n}={identities[key].get(n)}" for n in varying)
+            own = rows[key].fields.get("settings")
+            rows[key].fields["settings"] = " ".join(x for x in (own, extra) if x)

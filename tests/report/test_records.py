@@ -1,0 +1,61 @@
+"""Loading and grouping: runs below a folder, one row per configuration (all but the seed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lnl_lightning.report.records import collect, summarize
+from lnl_lightning.run_records import write_error
+
+
+def test_seeds_of_one_configuration_make_one_row_with_their_mean_and_spread(run_at, tmp_path):
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        run_at(f"lnl_{seed}", f"seed={seed}", metrics={"test/acc": acc})
+    run_at("baseline_0", "model=baseline", "seed=0", metrics={"test/acc": 0.3})
+    runs, incomplete = collect(tmp_path / "runs")
+    rows = summarize(runs)
+    assert incomplete == [] and len(runs) == 3
+    by_method = {row.fields["method"]: row for row in rows}
+    assert sorted(by_method) == ["baseline", "lnl"]
+    lnl = by_method["lnl"]
+    assert sorted(lnl.seeds) == [0, 1] and lnl.values["test/acc"] == [0.5, 0.7]
+    assert lnl.mean("test/acc") == pytest.approx(0.6)
+    assert lnl.std("test/acc") == pytest.approx(0.1414, abs=1e-4)  # n - 1
+    assert by_method["baseline"].std("test/acc") == 0.0  # one seed
+
+
+def test_runs_alike_in_every_column_but_one_setting_are_kept_apart_and_say_why(run_at, tmp_path):
+    run_at("a", metrics={"test/acc": 0.5})
+    run_at("b", "model.optimizer.lr=0.05", metrics={"test/acc": 0.6})
+    rows = summarize(collect(tmp_path / "runs")[0])
+    assert len(rows) == 2
+    settings = sorted(row.fields["settings"] for row in rows)
+    assert settings == ["model.optimizer.lr=0.01", "model.optimizer.lr=0.05"]
+
+
+def test_a_display_changed_does_not_split_a_configuration(run_at, tmp_path):
+    run_at("a", "seed=0", metrics={"test/acc": 0.5})
+    run_at("b", "seed=1", "model.display.label=Mine", metrics={"test/acc": 0.6})
+    runs = collect(tmp_path / "runs")[0]
+    assert len(summarize(runs)) == 1
+    assert sorted(run.display["label"] for run in runs) == ["LNL", "Mine"]
+
+
+def test_jobs_without_results_are_listed_failed_or_still_going(run_at, tmp_path):
+    run_at("done", metrics={"test/acc": 0.5})
+    going = run_at("going")
+    failed = run_at("failed")
+    write_error(failed, ValueError("data.color_var must be >= 0"))
+    runs, incomplete = collect(tmp_path / "runs")
+    assert [run.folder.name for run in runs] == ["done"]
+    status = {job["folder"]: (job["status"], job["error"]) for job in incomplete}
+    assert status[str(going)] == ("running or stopped", "")
+    assert status[str(failed)][0] == "failed" and "color_var" in status[str(failed)][1]
+
+
+def test_an_unreadable_summary_is_skipped_not_fatal(run_at, tmp_path):
+    run_at("good", metrics={"test/acc": 0.5})
+    bad = run_at("bad", metrics={"test/acc": 0.5})
+    (bad / "metrics.json").write_text("{not json")
+    runs, _ = collect(tmp_path / "runs")
+    assert [run.folder.name for run in runs] == ["good"]
