@@ -19,7 +19,7 @@ TRAIN_WARNING = $(if $(findstring max_epochs,$(ARGS))$(findstring debug=,$(ARGS)
 	"make train: baseline and LNL, 100 epochs each: hours on a CPU, minutes on a GPU; \
 	ARGS='trainer.max_epochs=2' for a quick look")
 COMPARE_JOBS ?= $(shell nproc)
-# The studies are lnl_lightning/study.py; these variables become its options.
+# The studies are lnl_lightning/study/protocols.py; these variables become its options.
 STUDY_GRID = $(if $(strip $(COLOR_VARS)),--color-vars $(COLOR_VARS)) $(if $(strip $(SEEDS)),--seeds $(SEEDS))
 STUDY_DIRS = $(if $(1),--out $(1)) $(if $(2),--report $(2))
 

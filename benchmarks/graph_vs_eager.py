@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader
 
 from lnl_lightning.data.colored_mnist import pass_batch
 from lnl_lightning.data.contract import BIAS_TARGET, IMAGE, LABEL
-from lnl_lightning.models.lnl_module import LNLModule
-from lnl_lightning.models.packed_runs import pack_runs
+from lnl_lightning.engine.packed import pack_runs
+from lnl_lightning.methods.lnl import LNLModule
 
 MEMBERS = ((0, 0.01, 0.1), (1, 0.05, 0.2))  # seed, lambda, mu
 

@@ -13,7 +13,7 @@ The last line is ``ratios: lnl_vs_plain=X.XX lightning_vs_bare=Y.YY``: the time 
 LNL step over a plain step, and Lightning's loop over the bare loop (same fused step).
 
 Then packs (``--packs 1,7,21``): K official LNL runs trained as one packed network
-(:func:`lnl_lightning.models.packed_runs.pack_runs`, with ``cuda_graph=True``: replayed from a
+(:func:`lnl_lightning.engine.packed.pack_runs`, with ``cuda_graph=True``: replayed from a
 CUDA graph on a GPU); K = 1 is ``perf=fast``. Each prints the images/s of one member and of all K.
 
     python benchmarks/step_throughput.py [--steps 60] [--repeats 5] [--threads 2] [--device cuda]
@@ -41,13 +41,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.utils.data import DataLoader
 
-from lnl_lightning.callbacks import TrainThroughput
 from lnl_lightning.data.colored_mnist import pass_batch
 from lnl_lightning.data.contract import BIAS_TARGET, IGNORE_INDEX, IMAGE, LABEL, BiasSpec
-from lnl_lightning.models import networks
-from lnl_lightning.models.gradient_reversal import grad_reverse
-from lnl_lightning.models.lnl_module import LNLModule, bias_cross_entropy, negative_entropy
-from lnl_lightning.models.packed_runs import pack_runs
+from lnl_lightning.engine.callbacks import TrainThroughput
+from lnl_lightning.engine.packed import pack_runs
+from lnl_lightning.methods.lnl import LNLModule, bias_cross_entropy, negative_entropy
+from lnl_lightning.nets import builders
+from lnl_lightning.nets.gradient_reversal import grad_reverse
 
 BATCH = 128
 SPEC = BiasSpec(10, 10, 8, tuple((c, c) for c in range(10)))
@@ -89,9 +89,9 @@ def sgd(params) -> torch.optim.Optimizer:
 def nets(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(seed)
     return (
-        networks.mnist_feature_extractor().to(DEVICE),
-        networks.mnist_label_head(10).to(DEVICE),
-        networks.PixelColorHead().to(DEVICE),
+        builders.mnist_feature_extractor().to(DEVICE),
+        builders.mnist_label_head(10).to(DEVICE),
+        builders.PixelColorHead().to(DEVICE),
     )
 
 

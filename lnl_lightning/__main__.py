@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-from lnl_lightning.files import run_lock
-from lnl_lightning.run_records import clear_error, write_error
+from lnl_lightning.records.files import run_lock
+from lnl_lightning.records.folder import clear_error, write_error
 
 log = logging.getLogger("lnl_lightning")
 
@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> float:
             clear_error(out_dir)  # a new try
             metrics = run(cfg)
     except SIGTERMException:
-        from lnl_lightning import callbacks
+        from lnl_lightning.engine import callbacks
 
         signum = callbacks.STOPPED_BY or signal.SIGTERM
         hint = (

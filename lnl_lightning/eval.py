@@ -15,10 +15,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lnl_lightning.checkpoints import check_fits, check_networks, load_checkpoint
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError
-from lnl_lightning.run_records import (
+from lnl_lightning.records.checkpoints import check_fits, check_networks, load_checkpoint
+from lnl_lightning.records.folder import (
     CONFIG_FILE,
     EVALUATION,
     METRICS_FILE,
@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import pytorch_lightning as pl
 
     from lnl_lightning.config import build
-    from lnl_lightning.loggers import build_loggers, finish_loggers
+    from lnl_lightning.engine.loggers import build_loggers, finish_loggers
     from lnl_lightning.run_checks import check_devices, describe_networks, without_validation
     from lnl_lightning.train import build_model
 

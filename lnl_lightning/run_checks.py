@@ -7,11 +7,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
-from lnl_lightning.checkpoints import check_fits, load_checkpoint
 from lnl_lightning.config import TestCkpt
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.identity import check_same_run
 from lnl_lightning.recipe_checks import check_recipe
+from lnl_lightning.records.checkpoints import check_fits, load_checkpoint
+from lnl_lightning.records.identity import check_same_run
 from lnl_lightning.schemas import check_choice
 
 

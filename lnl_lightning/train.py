@@ -2,7 +2,7 @@
 
 One loop for one run or several trained as a pack (``perf.packed``, ``hydra/launcher=packed``):
 :func:`train_runs`. A pack's members each get the folder, logs, checkpoints and records of an
-ordinary run (:mod:`lnl_lightning.pack_members`); the pack itself has a folder with its
+ordinary run (:mod:`lnl_lightning.records.members`); the pack itself has a folder with its
 Lightning checkpoint (for resuming) and the list of its members.
 """
 
@@ -20,21 +20,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
-from lnl_lightning.callbacks import RunFolders, TrainThroughput
-from lnl_lightning.checkpoints import AtomicCheckpointIO, check_networks, load_checkpoint
 from lnl_lightning.config import build, unknown_setting
 from lnl_lightning.data.contract import BiasSpec
+from lnl_lightning.engine.callbacks import RunFolders, TrainThroughput
+from lnl_lightning.engine.loggers import build_loggers, finish_loggers
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.files import write_text_atomic
-from lnl_lightning.identity import check_pack, logged_fields, packable
-from lnl_lightning.loggers import build_loggers, finish_loggers
-from lnl_lightning.run_checks import (
-    check_config,
-    describe_networks,
-    resume_path,
-    without_validation,
-)
-from lnl_lightning.run_records import (
+from lnl_lightning.records.checkpoints import AtomicCheckpointIO, check_networks, load_checkpoint
+from lnl_lightning.records.files import write_text_atomic
+from lnl_lightning.records.folder import (
     CHECKPOINTS,
     CONFIG_FILE,
     LAST_CHECKPOINT,
@@ -43,6 +36,13 @@ from lnl_lightning.run_records import (
     RunSummary,
     write_config,
     write_summary,
+)
+from lnl_lightning.records.identity import check_pack, logged_fields, packable
+from lnl_lightning.run_checks import (
+    check_config,
+    describe_networks,
+    resume_path,
+    without_validation,
 )
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def train_runs(cfgs: Sequence[DictConfig], pack_dir: Path | None = None) -> list
     """Train and evaluate ``cfgs`` (resolved job configs); return each run's final metrics.
 
     Without ``pack_dir``: one ordinary run. With it: the runs as one pack
-    (:mod:`lnl_lightning.models.packed_runs`), its checkpoint and log in ``pack_dir``.
+    (:mod:`lnl_lightning.engine.packed`), its checkpoint and log in ``pack_dir``.
     Each run's folder (``paths.output_dir``) gets ``config_resolved.yaml``, logger files,
     ``checkpoints/``, ``samples_*.png``, ``group_acc_<split>.{csv,png}`` and ``metrics.json``.
     """
@@ -275,7 +275,7 @@ def build_members(cfgs: list[DictConfig], datamodule: Any, packed: bool) -> Any:
         members.append(build_model(cfg, datamodule.bias_spec, datamodule.test_names))
     if not packed:
         return members[0]
-    from lnl_lightning.models.packed_runs import pack_runs
+    from lnl_lightning.engine.packed import pack_runs
 
     perf = cfgs[0].get("perf") or {}
     return pack_runs(members, cuda_graph=bool(perf.get("cuda_graph", False)))
@@ -295,7 +295,7 @@ def run_callbacks(cfg: DictConfig, folders: list[RunFolder]) -> list[pl.Callback
 def pack_callbacks(cfg: DictConfig, folders: list[RunFolder], pack_dir: Path) -> list[pl.Callback]:
     """The members' ``callbacks`` for a pack: the checkpoint callbacks become the pack's own
     last checkpoint and each member's last and best ones (:class:`PackMembers`)."""
-    from lnl_lightning.pack_members import PackMembers
+    from lnl_lightning.records.members import PackMembers
 
     selector = cfg.callbacks.get("model_checkpoint")
     monitor = None if selector is None or without_validation(cfg) else selector.get("monitor")
@@ -342,7 +342,7 @@ def pack_resume(cfg: DictConfig, pack_dir: Path) -> Path | None:
 def callbacks_best(callbacks: list[pl.Callback], trainer: pl.Trainer, k: int) -> str | None:
     """Run ``k``'s checkpoint selected by validation (None without one: last.ckpt selects
     nothing)."""
-    from lnl_lightning.pack_members import PackMembers
+    from lnl_lightning.records.members import PackMembers
 
     for callback in callbacks:
         if isinstance(callback, PackMembers):

@@ -13,9 +13,9 @@ from torch import nn
 
 from lnl_lightning.config import CONFIG_MODULE, build
 from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
+from lnl_lightning.engine.loggers import build_loggers
+from lnl_lightning.engine.module import DebiasModule
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.loggers import build_loggers
-from lnl_lightning.models.base_module import DebiasModule
 from lnl_lightning.train import build_model, build_networks
 
 EXPERIMENTS = sorted(
@@ -158,7 +158,7 @@ def test_pretrained_weights_unavailable_says_how_to_proceed(monkeypatch):
     from torchvision.models import ResNet18_Weights
 
     from lnl_lightning.errors import DataNotFoundError
-    from lnl_lightning.models.networks import resnet18_feature_extractor
+    from lnl_lightning.nets.builders import resnet18_feature_extractor
 
     def offline(self, *args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
@@ -169,7 +169,7 @@ def test_pretrained_weights_unavailable_says_how_to_proceed(monkeypatch):
 
 
 def test_wandb_goes_offline_when_its_server_is_unreachable(tmp_path, monkeypatch):
-    from lnl_lightning import loggers
+    from lnl_lightning.engine import loggers
 
     monkeypatch.setenv("WANDB_MODE", "")  # records the original value, restored afterwards
     monkeypatch.delenv("WANDB_MODE")

@@ -24,7 +24,7 @@ from lnl_lightning.schemas import (
     targets_in,
 )
 
-LNL = "lnl_lightning.models.lnl_module.LNLModule"
+LNL = "lnl_lightning.methods.lnl.LNLModule"
 TARGET = "lnl_lightning.data.colored_mnist.ColoredMNISTDataModule"
 OPTIONS = [
     f"{group}={path.relative_to(CONFIG_DIR / group).with_suffix('').as_posix()}"
@@ -85,8 +85,8 @@ def test_a_literal_becomes_an_enum_that_reads_and_prints_as_its_string():
 
 def test_what_the_run_passes_in_is_never_a_setting():
     for target in (
-        "lnl_lightning.models.lnl_module.LNLModule",
-        "lnl_lightning.models.lff.LfFModule",
+        "lnl_lightning.methods.lnl.LNLModule",
+        "lnl_lightning.methods.lff.LfFModule",
     ):
         keys = set(OmegaConf.structured(schema_of(target)))
         assert not keys & BUILT_BY_THE_RUN

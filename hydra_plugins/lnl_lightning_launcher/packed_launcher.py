@@ -2,7 +2,7 @@
 
 Every job is composed as the basic launcher composes it (its own overrides, run folder and
 ``.hydra/``); then the jobs that differ only in what a pack keeps per member (seed, sigma^2,
-lambda, mu, warm-start checkpoint: :data:`lnl_lightning.identity.MEMBER_KEYS`) are
+lambda, mu, warm-start checkpoint: :data:`lnl_lightning.records.identity.MEMBER_KEYS`) are
 trained together, up to ``max_members`` at a time (:func:`lnl_lightning.train.train_runs`).
 Each job's return value is its ``optimized_metric``, as with the basic launcher.
 """
@@ -51,7 +51,7 @@ class PackedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from lnl_lightning.identity import pack_key, packable
+        from lnl_lightning.records.identity import pack_key, packable
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -125,7 +125,7 @@ class PackedLauncher(Launcher):
 
     def _train_alone(self, ret: JobReturn, cfg: DictConfig) -> None:
         from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-        from lnl_lightning.run_records import clear_error, write_error
+        from lnl_lightning.records.folder import clear_error, write_error
         from lnl_lightning.train import run
 
         clear_error(cfg.paths.output_dir)  # a new try
@@ -143,7 +143,7 @@ class PackedLauncher(Launcher):
         """Train one pack; return the error it failed with (recorded in each job's folder)."""
         from lnl_lightning import train
         from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-        from lnl_lightning.run_records import clear_error
+        from lnl_lightning.records.folder import clear_error
 
         cfgs = [cfg for _, cfg in jobs]
         for cfg in cfgs:
@@ -173,6 +173,6 @@ def device_unusable(err: BaseException) -> bool:
 
 
 def _record_failure(cfg: DictConfig, error: str, trace: str) -> None:
-    from lnl_lightning.run_records import write_error
+    from lnl_lightning.records.folder import write_error
 
     write_error(cfg.paths.output_dir, error, trace)

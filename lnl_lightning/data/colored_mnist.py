@@ -69,7 +69,7 @@ from lnl_lightning.data.mnist_colors import (
 from lnl_lightning.data.mnist_files import MNIST_FILES, load_mnist
 from lnl_lightning.data.sampling import ResumableLoader, run_seed
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.files import write_atomic
+from lnl_lightning.records.files import write_atomic
 from lnl_lightning.schemas import check_choice
 
 log = logging.getLogger(__name__)

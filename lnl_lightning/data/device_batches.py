@@ -7,7 +7,7 @@ labels and groups on the device, draws the epoch's order as one index tensor, an
 batch (float image, colour target) there with a few tensor operations.
 
 It serves one run (the batch contract of :mod:`.contract`) or a pack of K runs
-(:mod:`lnl_lightning.models.packing`): member k reads its own data in its own order, and
+(:mod:`lnl_lightning.nets.packing`): member k reads its own data in its own order, and
 the batch holds the members side by side: ``image (N, K*3, H, W)``, ``label (N, K)``,
 ``bias_target (N, K, 3, h, w)``, ``bias_group (N, K)``, ``index (N, K)``.
 

@@ -38,7 +38,7 @@ from lnl_lightning.data.authors_arrays import (
 from lnl_lightning.data.colored_mnist import ColoredMNISTDataModule
 from lnl_lightning.data.mnist_colors import NUM_DIGITS, STROKE_THRESHOLD, describe_data
 from lnl_lightning.data.mnist_files import load_mnist
-from lnl_lightning.files import write_text_atomic
+from lnl_lightning.records.files import write_text_atomic
 
 GENERATOR_KEYS = ("palette", "stroke", "color_noise")
 DEFAULT_SOURCES = ("generate", "generate:palette=rebias,stroke=intensity,color_noise=clip")

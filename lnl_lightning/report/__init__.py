@@ -17,9 +17,9 @@ A run is identified by its method, weights, the method's own settings (``model.*
 beyond the shared recipe, e.g. BlindEye's ``confusion_weight``), data settings, how it
 started (``scratch`` or ``warm`` from another run's checkpoint) and its number of epochs;
 runs that agree on these but differ in any other setting that changes a result (every key of
-the resolved config but paths, logging and speed options: ``lnl_lightning/identity.py``, e.g.
-the learning rate, ``data.seed``, ``trainer.limit_train_batches``) are kept apart too, the
-differing settings shown in the ``settings`` column. Evaluations (``lnl_lightning.eval``
+the resolved config but paths, logging and speed options, as ``lnl_lightning/records/identity.py``
+says, e.g. the learning rate, ``data.seed``, ``trainer.limit_train_batches``) are kept apart
+too, the differing settings shown in the ``settings`` column. Evaluations (``lnl_lightning.eval``
 folders) are not runs and are left out.
 ``--methods`` keeps only the runs of the methods named. Methods are named and drawn as their
 config's ``model.display`` says.

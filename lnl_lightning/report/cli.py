@@ -8,13 +8,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from lnl_lightning.files import write_text_atomic
+from lnl_lightning.records.files import write_text_atomic
+from lnl_lightning.records.folder import CONFIG_FILE
 from lnl_lightning.report.curves import curve_series
 from lnl_lightning.report.methods import Methods
 from lnl_lightning.report.plots import plot_curves, plot_vs_color_var, plot_vs_lambda
 from lnl_lightning.report.records import collect, load_run, summarize
 from lnl_lightning.report.tables import curve_table, markdown
-from lnl_lightning.run_records import CONFIG_FILE
 
 
 def write_report(

@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from lnl_lightning.records.folder import read_summary
 from lnl_lightning.report.records import Run
-from lnl_lightning.run_records import read_summary
 
 CURVE_METRICS = ("test/acc", "test/bias_acc")
 

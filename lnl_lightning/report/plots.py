@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lnl_lightning.figures import save_png  # noqa: E402
+from lnl_lightning.engine.figures import save_png  # noqa: E402
 from lnl_lightning.report.curves import CURVE_METRICS, CurveSeries  # noqa: E402
 from lnl_lightning.report.methods import Methods, Style  # noqa: E402
 from lnl_lightning.report.published import PUBLISHED_COLORED_MNIST  # noqa: E402

@@ -18,14 +18,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lnl_lightning.identity import KEY_FIELDS, run_fields, run_identity
-from lnl_lightning.run_records import (
+from lnl_lightning.records.folder import (
     METRICS_FILE,
     RunSummary,
     read_config,
     read_error,
     read_summary,
 )
+from lnl_lightning.records.identity import KEY_FIELDS, run_fields, run_identity
 
 log = logging.getLogger(__name__)
 

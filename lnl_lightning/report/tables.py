@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from lnl_lightning.data.mnist_colors import DEFAULT_DATA
-from lnl_lightning.identity import KEY_FIELDS
+from lnl_lightning.records.identity import KEY_FIELDS
 from lnl_lightning.report.curves import CurveSeries
 from lnl_lightning.report.methods import Methods
 from lnl_lightning.report.paired import paired_differences

@@ -353,7 +353,7 @@ def test_resuming_a_run_of_another_config_is_refused_and_its_records_kept(
 
 
 def test_a_run_folder_in_use_by_another_run_is_refused(lnl_run, tmp_path, mnist_dir):
-    from lnl_lightning.files import run_lock
+    from lnl_lightning.records.files import run_lock
 
     folder = tmp_path / "busy"
     with run_lock(folder):

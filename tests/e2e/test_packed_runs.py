@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.identity import check_pack, pack_key
+from lnl_lightning.records.identity import check_pack, pack_key
 
 from ..helpers.cli import run_ok
 from ..helpers.wandb_records import read_run
@@ -267,8 +267,8 @@ def test_a_pack_cut_short_leaves_each_member_its_last_finished_epoch(
     from hydra import compose, initialize_config_module
 
     from lnl_lightning.config import CONFIG_MODULE, build
-    from lnl_lightning.models.packed_runs import unpack_runs
-    from lnl_lightning.pack_members import PackMembers as MemberRuns
+    from lnl_lightning.engine.packed import unpack_runs
+    from lnl_lightning.records.members import PackMembers as MemberRuns
     from lnl_lightning.train import build_model
     from lnl_lightning.train import train_runs as run_packed
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl_lightning.data.colored_mnist import pass_batch  # noqa: E402
 from lnl_lightning.data.contract import BIAS_GROUP, INDEX, LABEL, BiasSpec  # noqa: E402
-from lnl_lightning.models.base_module import DebiasModule  # noqa: E402
-from lnl_lightning.models.group_dro import GroupDROModule  # noqa: E402
-from lnl_lightning.models.lff import LfFModule  # noqa: E402
-from lnl_lightning.models.lnl_module import LNLModule  # noqa: E402
+from lnl_lightning.engine.module import DebiasModule  # noqa: E402
+from lnl_lightning.methods.group_dro import GroupDROModule  # noqa: E402
+from lnl_lightning.methods.lff import LfFModule  # noqa: E402
+from lnl_lightning.methods.lnl import LNLModule  # noqa: E402
 from tests.helpers.ddp import SaveWeightsPerRank  # noqa: E402
 from tests.helpers.fixtures import random_batch  # noqa: E402
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE
-from lnl_lightning.run_records import RunSummary, write_config, write_summary
+from lnl_lightning.records.folder import RunSummary, write_config, write_summary
 
 
 def composed(*overrides: str) -> DictConfig:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lnl_lightning.records.folder import write_error
 from lnl_lightning.report.records import collect, summarize
-from lnl_lightning.run_records import write_error
 
 
 def test_seeds_of_one_configuration_make_one_row_with_their_mean_and_spread(run_at, tmp_path):

@@ -1,0 +1,1 @@
+"""The debiasing methods, each an update rule over the engine's member axis, and their losses."""

@@ -1,0 +1,1 @@
+"""Networks f, g and h, the gradient reversal layer, and K-wide packed networks."""
