@@ -41,7 +41,7 @@ if not OmegaConf.has_resolver("pid"):
 
 def warm_start(runs_dir: str, *keys: str, _root_: DictConfig) -> str:
     """``${warm_start:DIR,data.color_var,seed}``: the last checkpoint of the finished run under
-    DIR with this run's values of those keys, found from the run records (run_records.py)."""
+    DIR with this run's values of those keys, found from the run records (records/folder.py)."""
     from lnl_lightning.records.folder import warm_start_checkpoint
 
     return warm_start_checkpoint(runs_dir, *keys, _root_=_root_)

@@ -1,7 +1,7 @@
 """A training step replayed from a CUDA graph: the same arithmetic, its kernels launched at once.
 
 A step of the Colored MNIST network is a few hundred small kernels whose launches cost more
-than their work; a CUDA graph launches them all at once. The engine (:mod:`.base_module`)
+than their work; a CUDA graph launches them all at once. The engine (:mod:`.module`)
 mixes this in and calls :meth:`GraphedStep._graph_step` when ``perf.cuda_graph`` is on. The
 step it replays must be graph-safe: no host sync, every tensor it writes written in place
 (the engine's bookkeeping and a method's ``update`` that declares ``graph_safe``).

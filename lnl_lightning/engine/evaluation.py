@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class MemberEvaluation:
-    """Evaluation hooks of :class:`~.base_module.DebiasModule` (a mixin of it)."""
+    """Evaluation hooks of :class:`~.module.DebiasModule` (a mixin of it)."""
 
     num_members: int
     packed: bool

@@ -5,11 +5,11 @@
 sums, the non-finite guard, the backward pass followed by an all-reduce of exactly the
 gradients it produced, the CUDA-graph replay, RNG state in checkpoints, warm start, and
 optimizers and schedulers from config. A method subclasses it and writes only ``update``
-(and builds its own extra networks or state): see ``lnl_module.py``, ``blind_eye.py``,
+(and builds its own extra networks or state): see ``methods/lnl.py``, ``blind_eye.py``,
 ``group_dro.py``, ``lff.py``.
 
 Members: an ordinary run is one member (K = 1) over plain networks. A pack
-(:func:`~.packed_runs.pack_runs`) is the same class over K-wide networks
+(:func:`~lnl_lightning.engine.packed.pack_runs`) is the same class over K-wide networks
 (:mod:`.packing`), each member an ordinary run's f, g, h side by side; batches then carry
 the member axis (``label (N, K)``, ...). A method's ``update`` is written once over that
 axis: :meth:`DebiasModule.by_member` puts batch fields and network outputs in the layout
@@ -146,7 +146,7 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
         # K-wide networks (packing.pack) carry their member count: this module is a pack
         self.packed = hasattr(feature_extractor, "members")
         self.num_members = int(getattr(feature_extractor, "members", 1))
-        self.members: list[DebiasModule] = []  # the runs a pack trains (packed_runs.pack_runs)
+        self.members: list[DebiasModule] = []  # the runs a pack trains (packed.pack_runs)
         self.bias_spec = bias_spec
         self.optimizer_factory = optimizer or (lambda params: torch.optim.SGD(params, lr=0.01))
         self.scheduler_factory = scheduler

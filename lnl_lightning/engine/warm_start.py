@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class WarmStartOptimizers:
-    """Optimizer and warm-start hooks of :class:`~.base_module.DebiasModule` (a mixin of it)."""
+    """Optimizer and warm-start hooks of :class:`~.module.DebiasModule` (a mixin of it)."""
 
     init_from: str | None
     warm_start_lr: float | None
@@ -30,7 +30,7 @@ class WarmStartOptimizers:
     def make_optimizers(self, parameter_groups: Sequence[Iterable[nn.Parameter]]) -> Any:
         """One optimizer (and scheduler) per parameter group from config, warm start applied:
         the warm-start checkpoint's f+g state goes into the first (a pack's is its members',
-        packed by :func:`~.packed_runs.pack_runs`)."""
+        packed by :func:`~lnl_lightning.engine.packed.pack_runs`)."""
         optimizers = [self.optimizer_factory(params) for params in parameter_groups]
         if self._warm_optimizer_state is not None:
             self._load_warm_optimizer_state(optimizers[0])

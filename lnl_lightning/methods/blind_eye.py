@@ -26,7 +26,7 @@ class BlindEyeModule(DebiasModule):
     Args:
         confusion_weight: alpha, the weight of the confusion loss in f and g's loss.
         method: the run's label ("blind_eye").
-        The others: see :class:`~.base_module.DebiasModule`.
+        The others: see :class:`~lnl_lightning.engine.module.DebiasModule`.
     """
 
     def __init__(

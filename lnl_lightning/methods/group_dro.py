@@ -32,7 +32,7 @@ class GroupDROModule(DebiasModule):
         step_size: eta, the step size of the group weights.
         group_adjustment: C of the generalisation adjustment ``C / sqrt(n_g)`` (0: none).
         method: the run's label ("group_dro").
-        The others: see :class:`~.base_module.DebiasModule`.
+        The others: see :class:`~lnl_lightning.engine.module.DebiasModule`.
     """
 
     def __init__(

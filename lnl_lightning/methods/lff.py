@@ -39,7 +39,7 @@ class LfFModule(DebiasModule):
         ema: the moving average's weight on the old value (0.7 in the paper).
         make_networks: builds the twin (given by the trainer from the run's ``net``).
         method: the run's label ("lff").
-        The others: see :class:`~.base_module.DebiasModule`.
+        The others: see :class:`~lnl_lightning.engine.module.DebiasModule`.
     """
 
     def __init__(

@@ -59,7 +59,7 @@ class LNLModule(DebiasModule):
     is trained on detached features as a probe, so bias predictability is measured
     for both methods.
 
-    The step is written over the member axis (see :mod:`.base_module`): each loss is one
+    The step is written over the member axis (see :mod:`.module`): each loss is one
     value per member, each member with its own lambda and mu, and a pack of K runs takes
     exactly the steps its members would take alone. Members of one pack are all baselines
     (mu = 0: one f+g step per batch) or none is (the second f+g step), and have lambda > 0
@@ -76,7 +76,7 @@ class LNLModule(DebiasModule):
         mu: scale of the gradient reversal into f (mu); one per member in a pack.
         step: "official" (the two steps above) or "fused" (one pass, see above).
         method: the run's label ("lnl"; ``conf/model/baseline.yaml`` sets "baseline").
-        The others: see :class:`~.base_module.DebiasModule`.
+        The others: see :class:`~lnl_lightning.engine.module.DebiasModule`.
     """
 
     packable = True

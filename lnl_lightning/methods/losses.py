@@ -1,6 +1,6 @@
 """Losses shared by the methods: h's bias loss, and what f is pushed with to make h fail.
 
-Each is written once, over the member axis of the engine (:mod:`.base_module`): logits
+Each is written once, over the member axis of the engine (:mod:`.module`): logits
 ``(N, K, classes, ...)`` and targets ``(N, K, ...)`` give one loss per member, ``(K,)``.
 The plain forms (logits ``(N, classes, ...)``, one scalar) are that with K = 1.
 
