@@ -204,8 +204,11 @@ def train_runs(cfgs: Sequence[DictConfig], pack_dir: Path | None = None) -> list
     rate = next((c.last_rate for c in callbacks if isinstance(c, TrainThroughput)), None)
 
     # the final metrics: of the weights training ended with, or of the best by validation
-    tested = "last" if packed else first.test_ckpt
-    ckpt = "best" if tested == "best" else None
+    tested, ckpt = first.test_ckpt, None
+    if tested == "best" and packed:
+        load_best_members(model, [callbacks_best(callbacks, trainer, k) for k in range(len(cfgs))])
+    elif tested == "best":
+        ckpt = "best"
     # verbose=False: the final metrics are logged once, by the module, not in tables too
     trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     final = [dict(results) for results in model.member_results]
@@ -337,6 +340,21 @@ def pack_resume(cfg: DictConfig, pack_dir: Path) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"ckpt_path: a packed run resumes from its pack's {path}, not found")
     return path
+
+
+def load_best_members(model: Any, paths: list[str | None]) -> None:
+    """A pack's ``test_ckpt=best``: each member's best checkpoint into its slice of the pack."""
+    from lnl_lightning.engine.packed import load_member_weights
+
+    model.trainer.strategy.barrier()  # every member's best is written
+    for k, path in enumerate(paths):
+        if path is None:
+            raise ConfigError(
+                f"test_ckpt=best: {model.members[k].method} member {k} of the pack has no best "
+                "checkpoint (its validation metric was never computed); use test_ckpt=last"
+            )
+        state = load_checkpoint(Path(path), "test_ckpt")["state_dict"]
+        load_member_weights(model, k, state)
 
 
 def callbacks_best(callbacks: list[pl.Callback], trainer: pl.Trainer, k: int) -> str | None:

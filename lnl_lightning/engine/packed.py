@@ -7,7 +7,8 @@ exactly as its own run would (initial weights, warm start, optimizer settings).
 warm-start momentum; the engine then trains them on batches that hold one batch of each
 member's data side by side (member k sees its own images, in its own order).
 :func:`unpack_runs` writes each member's weights and optimizer state back into its own
-module, ready to be saved as an ordinary run's checkpoint.
+module, ready to be saved as an ordinary run's checkpoint; :func:`load_member_weights` puts
+such a checkpoint's weights back into the pack (testing each member's best).
 """
 
 from __future__ import annotations
@@ -131,6 +132,18 @@ def unpack_runs(packed: DebiasModule) -> list[DebiasModule]:
             for optimizer, names in zip(optimizers, (MAIN_NETWORKS, BIAS_NETWORKS), strict=False)
         ]
     return packed.members
+
+
+@torch.no_grad()
+def load_member_weights(packed: DebiasModule, k: int, state_dict: dict[str, torch.Tensor]) -> None:
+    """Put an ordinary checkpoint's f, g and h weights (``state_dict``, as a member's own
+    module names them) into member ``k``'s slice of the pack, e.g. its best by validation."""
+    for name in (*MAIN_NETWORKS, *BIAS_NETWORKS):
+        prefix = f"{name}."
+        own = {n[len(prefix) :]: v for n, v in state_dict.items() if n.startswith(prefix)}
+        if not own:
+            raise KeyError(f"the checkpoint holds no '{prefix}*' weights")
+        getattr(packed, name).load_member_state_dict(k, own)
 
 
 def _member_optimizer_state(

@@ -250,9 +250,6 @@ def check_pack(cfgs: Sequence[DictConfig]) -> None:
                 f"protocol), model.lambda_, model.mu and model.init_from; "
                 f"{cfg.paths.output_dir} differs from {cfgs[0].paths.output_dir} in '{where}'"
             )
-    for cfg in cfgs:
-        if cfg.test_ckpt != "last":
-            raise ConfigError("packed runs test the weights training ends with: test_ckpt=last")
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:

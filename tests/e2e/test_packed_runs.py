@@ -145,6 +145,43 @@ def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
     assert (resumed / "pack" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_test_ckpt_best_tests_each_members_own_best_checkpoint(packed_sweep, mnist_dir):
+    """A pack of two with test_ckpt=best: member 1's final metrics are those of its run alone
+    with test_ckpt=best (its epoch-0 weights here), not its last epoch's."""
+    sweep, alone = packed_sweep / "best_sweep", packed_sweep / "best_alone"
+    run_ok(
+        "-m",
+        "hydra/launcher=packed",
+        *COMMON,
+        f"data.data_dir={mnist_dir}",
+        "data.color_var=0.02,0.05",
+        "seed=1",
+        "trainer.max_epochs=2",
+        "test_ckpt=best",
+        f"hydra.sweep.dir={sweep}",
+        cwd=packed_sweep,
+    )
+    run_ok(
+        *COMMON,
+        f"data.data_dir={mnist_dir}",
+        "data.color_var=0.05",
+        "seed=1",
+        "trainer.max_epochs=2",
+        "data.on_device=true",
+        "test_ckpt=best",
+        f"hydra.run.dir={alone}",
+        cwd=packed_sweep,
+    )
+    member, single = (json.loads((d / "metrics.json").read_text()) for d in (sweep / "1", alone))
+    last = json.loads((packed_sweep / "sweep" / "3" / "metrics.json").read_text())  # same, last
+    assert member["pack"]["members"] == 2
+    assert member["tested_weights"] == single["tested_weights"] == "best"
+    assert Path(member["best_checkpoint"]).name == Path(single["best_checkpoint"]).name
+    for name, value in single["metrics"].items():
+        assert member["metrics"][name] == pytest.approx(value, abs=1e-9), name
+    assert member["metrics"] != pytest.approx(last["metrics"], abs=1e-6)  # e.g. its bias_acc
+
+
 def logged_epochs(run: Path, version: str) -> set[int]:
     with (run / "csv" / version / "metrics.csv").open() as file:
         return {int(row["epoch"]) for row in csv.DictReader(file) if row.get("epoch")}
@@ -193,8 +230,8 @@ def test_pack_keys_keep_apart_what_one_optimizer_step_cannot_serve():
         assert pack_key(config()) != pack_key(config(**changes)), changes
     with pytest.raises(ConfigError, match="'trainer.max_epochs'"):
         check_pack([config(), config(**{"trainer.max_epochs": 10})])
-    with pytest.raises(ConfigError, match="test_ckpt=last"):
-        check_pack([config(test_ckpt="best")])
+    with pytest.raises(ConfigError, match="'test_ckpt'"):  # one final test for the pack
+        check_pack([config(), config(test_ckpt="best")])
 
 
 def test_methods_that_cannot_pack_train_alone_in_a_packed_sweep(tmp_path, mnist_dir):
