@@ -10,34 +10,25 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from lnl_lightning.config import CONFIG_DIR
-from lnl_lightning.schemas import DISPLAY
+from lnl_lightning.schemas import DISPLAY, Display
 
 
-@dataclass(frozen=True)
-class Style:
-    """A method's label in tables and legends, and its colour and marker in plots."""
-
-    label: str
-    color: str | None = None
-    marker: str = "o"
-
-
-def style_of(method: str, display: Mapping[str, Any]) -> Style:
-    return Style(
+def style_of(method: str, display: Mapping[str, Any]) -> Display:
+    """``display`` (a method's ``model.display``) as a :class:`Display`; unnamed: ``method``."""
+    return Display(
         str(display.get("label") or method), display.get("color"), display.get("marker") or "o"
     )
 
 
 @functools.cache
-def configured() -> dict[str, Style]:
-    """``{method: Style}`` of every method that the package's model and experiment files set."""
-    found: dict[str, Style] = {}
+def configured() -> dict[str, Display]:
+    """``{method: Display}`` of every method that the package's model and experiment files set."""
+    found: dict[str, Display] = {}
     paths = [
         *sorted((CONFIG_DIR / "model").glob("*.yaml")),
         *sorted((CONFIG_DIR / "experiment").glob("*.yaml")),
@@ -62,5 +53,5 @@ class Methods:
         style = self.styles.get(method)
         return style.label if style else method
 
-    def style(self, method: str) -> Style | None:
+    def style(self, method: str) -> Display | None:
         return self.styles.get(method)

@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lnl_lightning.engine.figures import save_png  # noqa: E402
 from lnl_lightning.report.curves import CURVE_METRICS, CurveSeries  # noqa: E402
-from lnl_lightning.report.methods import Methods, Style  # noqa: E402
+from lnl_lightning.report.methods import Methods  # noqa: E402
 from lnl_lightning.report.published import PUBLISHED_COLORED_MNIST  # noqa: E402
 from lnl_lightning.report.records import Row  # noqa: E402
+from lnl_lightning.schemas import Display  # noqa: E402
 
 
 def _errorbar(ax: Any, rows: list[Row], x_key: str, metric: str, **style: Any) -> None:
@@ -80,7 +81,7 @@ def plot_vs_color_var(rows: list[Row], path: Path, methods: Methods) -> str | No
     for method, values in PUBLISHED_COLORED_MNIST.items():
         if by_method and method not in by_method:
             continue  # published rows of the methods this report holds
-        style = methods.style(method) or Style(method)
+        style = methods.style(method) or Display(method)
         color, marker = style.color, style.marker
         ax.plot(
             list(values),
