@@ -136,14 +136,12 @@ def unpack_runs(packed: DebiasModule) -> list[DebiasModule]:
 
 @torch.no_grad()
 def load_member_weights(packed: DebiasModule, k: int, state_dict: dict[str, torch.Tensor]) -> None:
-    """Put an ordinary checkpoint's f, g and h weights (``state_dict``, as a member's own
-    module names them) into member ``k``'s slice of the pack, e.g. its best by validation."""
+    """Put an ordinary checkpoint's weights (``state_dict`` of member ``k``'s own module, as
+    :func:`unpack_runs` saves it) into member ``k``'s slice of the pack, e.g. its best."""
+    member = packed.members[k]
+    member.load_state_dict(state_dict)  # strict: the member's own names and shapes
     for name in (*MAIN_NETWORKS, *BIAS_NETWORKS):
-        prefix = f"{name}."
-        own = {n[len(prefix) :]: v for n, v in state_dict.items() if n.startswith(prefix)}
-        if not own:
-            raise KeyError(f"the checkpoint holds no '{prefix}*' weights")
-        getattr(packed, name).load_member_state_dict(k, own)
+        getattr(packed, name).load_member_state_dict(k, getattr(member, name).state_dict())
 
 
 def _member_optimizer_state(

@@ -47,12 +47,10 @@ def packed_sweep(tmp_path_factory, mnist_dir) -> Path:
     return root
 
 
-def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
-    """Same metrics, per-epoch losses and final weights as an ordinary run (data on device)."""
-    member = packed_sweep / "sweep" / "3"
-    overrides = (member / ".hydra" / "overrides.yaml").read_text()
-    assert "model=lnl" in overrides and "data.color_var=0.05" in overrides
-    alone = packed_sweep / "alone"
+def run_alone(root: Path, mnist_dir: Path, name: str, *overrides: str) -> Path:
+    """Job 3 of the packed sweep (LNL, sigma^2 0.05, seed 1) as an ordinary run, data on the
+    device as a pack's; its folder ``root / name``."""
+    folder = root / name
     run_ok(
         *COMMON,
         f"data.data_dir={mnist_dir}",
@@ -60,9 +58,19 @@ def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
         "seed=1",
         "trainer.max_epochs=2",
         "data.on_device=true",
-        f"hydra.run.dir={alone}",
-        cwd=packed_sweep,
+        *overrides,
+        f"hydra.run.dir={folder}",
+        cwd=root,
     )
+    return folder
+
+
+def test_a_packed_job_equals_the_same_job_run_alone(packed_sweep, mnist_dir):
+    """Same metrics, per-epoch losses and final weights as an ordinary run (data on device)."""
+    member = packed_sweep / "sweep" / "3"
+    overrides = (member / ".hydra" / "overrides.yaml").read_text()
+    assert "model=lnl" in overrides and "data.color_var=0.05" in overrides
+    alone = run_alone(packed_sweep, mnist_dir, "alone")
     packed, single = (json.loads((d / "metrics.json").read_text()) for d in (member, alone))
     assert packed["metrics"].keys() == single["metrics"].keys()
     for name, value in single["metrics"].items():
@@ -161,17 +169,7 @@ def test_test_ckpt_best_tests_each_members_own_best_checkpoint(packed_sweep, mni
         f"hydra.sweep.dir={sweep}",
         cwd=packed_sweep,
     )
-    run_ok(
-        *COMMON,
-        f"data.data_dir={mnist_dir}",
-        "data.color_var=0.05",
-        "seed=1",
-        "trainer.max_epochs=2",
-        "data.on_device=true",
-        "test_ckpt=best",
-        f"hydra.run.dir={alone}",
-        cwd=packed_sweep,
-    )
+    run_alone(packed_sweep, mnist_dir, "best_alone", "test_ckpt=best")
     member, single = (json.loads((d / "metrics.json").read_text()) for d in (sweep / "1", alone))
     last = json.loads((packed_sweep / "sweep" / "3" / "metrics.json").read_text())  # same, last
     assert member["pack"]["members"] == 2
