@@ -13,9 +13,6 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-METRICS_FILE = "metrics.json"  # a finished run's final metrics, in its run folder
-ERROR_FILE = "error.json"  # a failed sweep job's error, in its run folder
-
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
