@@ -95,6 +95,18 @@ def saved_runs(folder: Path, order: list[str]) -> dict[str, list[str]]:
     return {c: runs[c] for c in first + sorted(set(runs) - set(first))}
 
 
+def short_commit(rev: str, parser: argparse.ArgumentParser) -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "--verify", f"{rev}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        parser.error(f"{rev!r} is not a commit of {REPO}")
+    return result.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commits", nargs="*", help="two git revisions, e.g. effcdf8 HEAD")
@@ -108,16 +120,9 @@ def main() -> None:
     if len(args.commits) != 2:
         parser.error(f"two commits to compare, got {args.commits}")
     bench_args = [a for a in bench_args if a != "--"] or ["--repeats", "3", "--packs", "3"]
-    resolved = [
-        subprocess.run(
-            ["git", "rev-parse", "--short", rev],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        for rev in args.commits
-    ]
+    resolved = [short_commit(rev, parser) for rev in args.commits]
+    if resolved[0] == resolved[1]:
+        parser.error(f"two different commits to compare, got {resolved[0]} twice")
     runs: dict[str, list[str]] = {c: [] for c in resolved}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {c: Path(tmp) / c for c in resolved}
@@ -133,8 +138,13 @@ def main() -> None:
                     env = {**os.environ, "PYTHONPATH": str(tree)}
                     command = [sys.executable, str(tree / "benchmarks/step_throughput.py")]
                     result = subprocess.run(
-                        command + bench_args, env=env, capture_output=True, text=True, check=True
+                        command + bench_args, env=env, capture_output=True, text=True
                     )
+                    if result.returncode != 0:
+                        raise SystemExit(
+                            f"step_throughput.py at {commit} failed ({result.returncode}):\n"
+                            f"{result.stderr[-2000:]}"
+                        )
                     runs[commit].append(result.stdout)
                     print(f"round {round_ + 1}/{args.rounds} {commit}: done", flush=True)
                     if args.out:
