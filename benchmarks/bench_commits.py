@@ -4,7 +4,8 @@ One ``step_throughput.py`` process per commit per round, each commit's own scrip
 package (a git worktree on ``PYTHONPATH``), alternating A, B, A, B, ... so that machine noise hits
 both. Each step ratio is taken within one repeat (the variant and ``plain`` measured seconds
 apart), pooled over every repeat of every round, and summarised by its median and quartiles:
-``plain``'s own swings cancel in the ratio instead of deciding it.
+``plain``'s own swings cancel in the ratio instead of deciding it. The last column is the
+two-sided Mann-Whitney p of the two commits' per-repeat values (is the difference beyond noise?).
 
     python benchmarks/bench_commits.py BEFORE AFTER [--rounds 4] [--out DIR] [-- BENCH_ARGS]
     python benchmarks/bench_commits.py --summarise DIR [BEFORE AFTER]  # DIR's table again
@@ -22,7 +23,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from scipy.stats import mannwhitneyu
 
 REPO = Path(__file__).resolve().parents[1]
 REPEAT = re.compile(r"^repeat \d+/\d+: (.*)$")
@@ -54,31 +58,41 @@ def quartiles(values: list[float]) -> str:
     return f"{median:.2f} ({low:.2f}-{high:.2f})"
 
 
+def rate(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f}"
+
+
 def summary(runs: dict[str, list[str]]) -> str:
-    """The table: per-repeat ratios pooled per commit, medians of images/s."""
-    commits = list(runs)
-    repeats = {c: [r for out in runs[c] for r in parse(out)[0]] for c in commits}
-    packs = {c: [parse(out)[1] for out in runs[c]] for c in commits}
+    """The table: per-repeat ratios pooled per commit, medians of images/s, Mann-Whitney p."""
+    first, second = runs
+    repeats = {c: [r for out in runs[c] for r in parse(out)[0]] for c in runs}
+    packs = {c: [parse(out)[1] for out in runs[c]] for c in runs}
     lines = [
-        f"{len(runs[commits[0]])} step_throughput.py processes per commit, alternating; "
-        f"{len(repeats[commits[0]])} repeats per commit.",
+        f"{len(runs[first])} step_throughput.py processes per commit, alternating; "
+        f"{len(repeats[first])} repeats per commit.",
         "",
-        "| measure | " + " | ".join(commits) + " |",
-        "|---|" + "---:|" * len(commits),
+        f"| measure | {first} | {second} | Mann-Whitney p |",
+        "|---|---:|---:|---:|",
     ]
+
+    def row(name: str, values: dict[str, list[float]], cell: Callable[[list[float]], str]):
+        p = mannwhitneyu(values[first], values[second]).pvalue
+        lines.append(f"| {name} | {cell(values[first])} | {cell(values[second])} | {p:.2f} |")
+
     for name, (fast, slow) in RATIOS.items():
         ratios = {
-            c: [r[fast] / r[slow] for r in repeats[c] if {fast, slow} <= r.keys()] for c in commits
+            c: [r[fast] / r[slow] for r in repeats[c] if {fast, slow} <= r.keys()] for c in runs
         }
         if all(ratios.values()):
-            cells = [quartiles(ratios[c]) for c in commits]
-            lines.append(f"| ratio {name}, median (quartiles) | " + " | ".join(cells) + " |")
-    for variant in repeats[commits[0]][0]:
-        cells = [f"{statistics.median(r[variant] for r in repeats[c]):.0f}" for c in commits]
-        lines.append(f"| {variant} images/s, median | " + " | ".join(cells) + " |")
-    for pack in packs[commits[0]][0]:
-        cells = [f"{statistics.median(p[pack] for p in packs[c]):.0f}" for c in commits]
-        lines.append(f"| {pack} images/s, median | " + " | ".join(cells) + " |")
+            row(f"ratio {name}, median (quartiles)", ratios, quartiles)
+    for variant in repeats[first][0]:
+        row(
+            f"{variant} images/s, median",
+            {c: [r[variant] for r in repeats[c]] for c in runs},
+            rate,
+        )
+    for pack in packs[first][0]:
+        row(f"{pack} images/s, median", {c: [p[pack] for p in packs[c]] for c in runs}, rate)
     return "\n".join(lines) + "\n"
 
 

@@ -43,14 +43,14 @@ def test_ratios_are_taken_within_a_repeat_not_between_medians():
     }
     table = bench_commits.summary(runs)
     cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in table.splitlines()]
-    rows = {row[0]: row[1:] for row in cells if len(row) == 3}
-    assert rows["measure"] == ["before", "after"]
-    assert rows["ratio lnl_official_vs_plain, median (quartiles)"] == [
+    rows = {row[0]: row[1:] for row in cells if len(row) == 4}
+    assert rows["measure"] == ["before", "after", "Mann-Whitney p"]
+    assert rows["ratio lnl_official_vs_plain, median (quartiles)"][:2] == [
         "3.00 (2.50-3.50)",
         "4.00 (4.00-4.00)",
     ]
-    assert rows["plain images/s, median"] == ["2000", "2000"]
-    assert rows["packed K=3 in all images/s, median"] == ["425", "410"]
+    assert rows["plain images/s, median"] == ["2000", "2000", "1.00"]  # the same values
+    assert rows["packed K=3 in all images/s, median"][:2] == ["425", "410"]
     assert "ratio lnl_vs_plain, median (quartiles)" not in rows  # no fused step measured
 
 
