@@ -65,11 +65,13 @@ def rate(values: list[float]) -> str:
 def summary(runs: dict[str, list[str]]) -> str:
     """The table: per-repeat ratios pooled per commit, medians of images/s, Mann-Whitney p."""
     first, second = runs
-    repeats = {c: [r for out in runs[c] for r in parse(out)[0]] for c in runs}
-    packs = {c: [parse(out)[1] for out in runs[c]] for c in runs}
+    parsed = {c: [parse(out) for out in runs[c]] for c in runs}
+    repeats = {c: [r for reps, _ in parsed[c] for r in reps] for c in runs}
+    packs = {c: [pack for _, pack in parsed[c]] for c in runs}
+    settings = next(line for line in runs[first][0].splitlines() if line.startswith("torch "))
     lines = [
         f"{len(runs[first])} step_throughput.py processes per commit, alternating; "
-        f"{len(repeats[first])} repeats per commit.",
+        f"{len(repeats[first])} repeats per commit; each: {settings}",
         "",
         f"| measure | {first} | {second} | Mann-Whitney p |",
         "|---|---:|---:|---:|",
@@ -167,7 +169,7 @@ def main() -> None:
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
-    table = f"step_throughput.py {' '.join(bench_args)}\n" + summary(runs)
+    table = summary(runs)
     print(table, end="")
     if args.out:
         (args.out / "summary.md").write_text(table)

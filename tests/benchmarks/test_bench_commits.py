@@ -52,6 +52,10 @@ def test_ratios_are_taken_within_a_repeat_not_between_medians():
     assert rows["plain images/s, median"] == ["2000", "2000", "1.00"]  # the same values
     assert rows["packed K=3 in all images/s, median"][:2] == ["425", "410"]
     assert "ratio lnl_vs_plain, median (quartiles)" not in rows  # no fused step measured
+    assert table.splitlines()[0].startswith("2 step_throughput.py processes per commit")
+    assert table.splitlines()[0].endswith(
+        "each: torch 2.14.1, cpu, 2 threads, batch 128, 60 steps x 3 repeats (median images/s):"
+    )
 
 
 def test_saved_outputs_are_read_back_per_commit_in_the_order_given(tmp_path):
