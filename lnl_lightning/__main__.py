@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import signal
@@ -17,7 +18,14 @@ from omegaconf import DictConfig
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
 from lnl_lightning.records.files import run_lock
-from lnl_lightning.records.folder import clear_error, write_error
+from lnl_lightning.records.folder import (
+    CommandRecord,
+    begin_records,
+    discard_refused,
+    is_empty_folder,
+    write_error,
+)
+from lnl_lightning.streams import survive_broken_pipes
 
 log = logging.getLogger("lnl_lightning")
 
@@ -42,18 +50,20 @@ def main(cfg: DictConfig) -> float:
     from lnl_lightning.train import run  # heavy imports after Hydra has parsed the command line
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    command = CommandRecord.capture(cfg)
+    continue_with = command.resume_command(out_dir) if command else "the same command"
+    new_folder = is_empty_folder(out_dir)  # Hydra made it (it writes nothing there itself)
     try:
         with run_lock(out_dir):
-            clear_error(out_dir)  # a new try
-            metrics = run(cfg)
+            # the folder's records change only once the run's checks have passed
+            metrics = run(cfg, begin=functools.partial(begin_records, out_dir, command))
     except SIGTERMException:
         from lnl_lightning.engine import callbacks
 
         signum = callbacks.STOPPED_BY or signal.SIGTERM
         hint = (
             f"Stopped by {signal.Signals(signum).name} after saving checkpoints/last.ckpt; "
-            f"continue with: python -m lnl_lightning <same overrides> ckpt_path=last "
-            f"hydra.run.dir={out_dir}"
+            f"continue with: {continue_with}"
         )
         log.warning("%s", hint)
         print(hint, file=sys.stderr)
@@ -62,11 +72,13 @@ def main(cfg: DictConfig) -> float:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             err = DiskFull(  # noqa: PLW2901 - the clear error in its place
                 f"no space left on the device writing {err.filename or 'a run file'} in "
-                f"{out_dir}: free some space, then continue with: python -m lnl_lightning "
-                f"<same overrides> ckpt_path=last hydra.run.dir={out_dir} (checkpoints are "
-                f"written atomically: the last one is whole)"
+                f"{out_dir}: free some space, then continue with: {continue_with} "
+                f"(checkpoints are written atomically: the last one is whole)"
             )
         expected = isinstance(err, (ConfigError, DataError, TrainingDiverged, DiskFull))
+        refused = isinstance(err, (ConfigError, DataError))
+        if refused and new_folder and not is_multirun():
+            discard_refused(out_dir)  # the refused command leaves no run folder behind
         if not is_multirun():
             if not expected:
                 raise
@@ -83,5 +95,11 @@ def main(cfg: DictConfig) -> float:
     return value
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``lnl-lightning`` command and ``python -m lnl_lightning``."""
+    survive_broken_pipes()  # before Hydra configures logging: its handlers then write safely
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -22,16 +22,23 @@ from lnl_lightning.records.folder import (
     CONFIG_FILE,
     EVALUATION,
     METRICS_FILE,
+    CommandRecord,
     RunSummary,
+    begin_records,
+    discard_refused,
+    is_empty_folder,
     write_config,
     write_summary,
 )
+from lnl_lightning.streams import survive_broken_pipes
 
 log = logging.getLogger("lnl_lightning")
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Validate and test ``cfg.ckpt_path`` on ``cfg``'s data; return the metrics."""
+def evaluate(cfg: DictConfig, command: CommandRecord | None = None) -> dict[str, float]:
+    """Validate and test ``cfg.ckpt_path`` on ``cfg``'s data; return the metrics.
+
+    ``command`` (the Hydra job's) goes into the folder's ``.hydra/`` once the checks pass."""
     import pytorch_lightning as pl
 
     from lnl_lightning.config import build
@@ -59,7 +66,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=False
     )
     if trainer.is_global_zero:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        begin_records(out_dir, command)
         write_config(out_dir, cfg)
     metrics: dict[str, float] = {}
     runs = [] if without_validation(cfg) else [trainer.validate]
@@ -84,13 +91,22 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    out_dir = Path(cfg.paths.output_dir)
+    new_folder = is_empty_folder(out_dir)
     try:
-        evaluate(cfg)
+        evaluate(cfg, CommandRecord.capture(cfg))
     except (ConfigError, DataError) as err:
+        if new_folder:
+            discard_refused(out_dir)  # a refused evaluation leaves no folder behind
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    survive_broken_pipes()
     main()
+
+
+if __name__ == "__main__":
+    cli()

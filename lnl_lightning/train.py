@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,24 +116,29 @@ def build_model(cfg: DictConfig, spec: BiasSpec, test_names: tuple[str, ...]) ->
         raise unknown from None
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def run(cfg: DictConfig, begin: Callable[[], None] | None = None) -> dict[str, float]:
     """Train and evaluate one configuration; return its final val and test metrics.
 
     With ``perf.packed`` it trains as a pack of one (batches built on the device), in
-    ``<run folder>/pack``; a method that cannot pack trains as an ordinary run.
+    ``<run folder>/pack``; a method that cannot pack trains as an ordinary run. ``begin`` is
+    called once the checks have passed, before anything is written (by the first process).
     """
     if cfg.get("perf") and cfg.perf.packed:
         if packable(cfg):
-            return train_runs([cfg], Path(cfg.paths.output_dir) / "pack")[0]
+            return train_runs([cfg], Path(cfg.paths.output_dir) / "pack", begin)[0]
         log.warning(
             "perf.packed trains LNL and baseline runs (model.step=official); %s trains as an "
             "ordinary run",
             cfg.method,
         )
-    return train_runs([cfg])[0]
+    return train_runs([cfg], begin=begin)[0]
 
 
-def train_runs(cfgs: Sequence[DictConfig], pack_dir: Path | None = None) -> list[dict[str, float]]:
+def train_runs(
+    cfgs: Sequence[DictConfig],
+    pack_dir: Path | None = None,
+    begin: Callable[[], None] | None = None,
+) -> list[dict[str, float]]:
     """Train and evaluate ``cfgs`` (resolved job configs); return each run's final metrics.
 
     Without ``pack_dir``: one ordinary run. With it: the runs as one pack
@@ -185,6 +190,8 @@ def train_runs(cfgs: Sequence[DictConfig], pack_dir: Path | None = None) -> list
     )
 
     if trainer.is_global_zero:
+        if begin is not None:
+            begin()
         for folder in folders:
             folder.path.mkdir(parents=True, exist_ok=True)
             write_config(folder.path, folder.config)

@@ -31,7 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def _resolved(cfg: DictConfig) -> DictConfig:
-    """The job's config with every interpolation resolved while its Hydra context is set."""
+    """The job's config with every interpolation resolved while its Hydra context is set; its
+    ``.hydra/`` written into its (new) folder, as the basic launcher's jobs have it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lnl_lightning.records.folder import CommandRecord, write_command
+
+    command = CommandRecord.capture(cfg)
+    if command is not None:
+        write_command(Path(HydraConfig.get().runtime.output_dir), command)
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 

@@ -6,7 +6,11 @@ Every run (an ordinary one, a pack's member, an evaluation) keeps in its folder:
 - ``metrics.json``: its :class:`RunSummary` (final metrics and how it ran), written once it is
   done; a folder without one holds a run still going, stopped or failed;
 - ``error.json``: why a sweep job failed (removed when the job is tried again);
-- ``checkpoints/``: ``last.ckpt`` (resume, warm starts) and the best one by validation.
+- ``checkpoints/``: ``last.ckpt`` (resume, warm starts) and the best one by validation;
+- ``.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``) and ``<job>.log``: the
+  command that last ran there and its log, written by :func:`begin_records` once the run's
+  checks have passed; a refused command writes nothing into a folder (Hydra's own writing of
+  them, before any check, is off: ``hydra.output_subdir: null``).
 
 Training, evaluation, the packed launcher, sweeps and the report all go through these
 functions, so a record has one layout and one schema.
@@ -14,8 +18,11 @@ functions, so a record has one layout and one schema.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import logging
+import shutil
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +40,8 @@ METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.json"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+HYDRA_DIR = ".hydra"
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, for the log file
 TRAINING, EVALUATION = "training", "evaluation"
 
 # Modules that moved, old dotted path -> new: a record written before a move reads as written
@@ -231,3 +240,94 @@ def warm_start_checkpoint(runs_dir: str, *keys: str, _root_: DictConfig) -> str:
     if not path.is_file():
         raise ConfigError(f"model.init_from: {path} is missing (the run has no last checkpoint)")
     return str(path)
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """What Hydra knows of the command that started a run, captured when the job starts and
+    written into the folder by :func:`begin_records` only once the run's checks pass."""
+
+    config: DictConfig  # the job's config as composed (Hydra's .hydra/config.yaml)
+    hydra: DictConfig  # {"hydra": ...}: .hydra/hydra.yaml
+    overrides: list[str]  # the command line's overrides: .hydra/overrides.yaml
+    log_name: str  # <job name>.log
+
+    @classmethod
+    def capture(cls, cfg: DictConfig) -> CommandRecord | None:
+        """This job's record; None outside a Hydra job (a run started from Python)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+        overrides = list(OmegaConf.to_container(hydra_cfg.hydra.overrides.task))
+        return cls(copy.deepcopy(cfg), hydra_cfg, overrides, f"{hydra_cfg.hydra.job.name}.log")
+
+    def resume_command(self, folder: Path, module: str = "lnl_lightning") -> str:
+        """The command that continues this run from its ``last.ckpt``."""
+        kept = [o for o in self.overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+        return " ".join(
+            ["python -m", module, *map(_quoted, kept), "ckpt_path=last", f"hydra.run.dir={folder}"]
+        )
+
+
+def _quoted(override: str) -> str:
+    import shlex
+
+    return shlex.quote(override)
+
+
+def begin_records(folder: Path, command: CommandRecord | None) -> None:
+    """The run's checks have passed and it owns ``folder`` from now on: an earlier try's
+    ``error.json`` goes, ``.hydra/`` records this command and the log goes to ``<job>.log``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clear_error(folder)
+    if command is not None:
+        write_command(folder, command)
+        log_to_file(folder / command.log_name)
+
+
+def write_command(folder: Path, command: CommandRecord) -> None:
+    """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them."""
+    for name, node in (
+        ("config.yaml", command.config),
+        ("hydra.yaml", command.hydra),
+        ("overrides.yaml", OmegaConf.create(command.overrides)),
+    ):
+        write_text_atomic(Path(folder) / HYDRA_DIR / name, OmegaConf.to_yaml(node))
+
+
+def log_to_file(path: Path) -> None:
+    """Everything logged from now on also goes to ``path`` (appended; one such file at a time)."""
+    stop_log_file()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.run_log = True  # type: ignore[attr-defined]
+    logging.getLogger().addHandler(handler)
+
+
+def stop_log_file() -> None:
+    """No more logging into the file :func:`log_to_file` named."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "run_log", False)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def is_empty_folder(folder: Path) -> bool:
+    """``folder`` holds nothing (or does not exist): a run there writes into a new folder."""
+    folder = Path(folder)
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
+def discard_refused(folder: Path) -> bool:
+    """A refused command's folder, when the command made it (it was empty before) and nothing
+    trained there: removed, so that refusals leave no run folders behind. Returns whether it
+    was removed."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / CHECKPOINTS).exists() or (folder / METRICS_FILE).exists():
+        return False
+    stop_log_file()
+    shutil.rmtree(folder, ignore_errors=True)
+    return True

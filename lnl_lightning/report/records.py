@@ -19,6 +19,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lnl_lightning.records.folder import (
+    CHECKPOINTS,
+    ERROR_FILE,
+    HYDRA_DIR,
     METRICS_FILE,
     RunSummary,
     read_config,
@@ -84,15 +87,20 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
         if summary is not None and not summary.is_evaluation:
             runs.append(load_run(path.parent, summary))
     incomplete = []
-    for hydra_dir in sorted(root.rglob(".hydra")):
-        folder = hydra_dir.parent
+    started = {p.parent for p in root.rglob(HYDRA_DIR)} | {p.parent for p in root.rglob(ERROR_FILE)}
+    for folder in sorted(started):
         if (folder / METRICS_FILE).is_file():
             continue
         error = read_error(folder)
-        if error is not None:
-            incomplete.append({"folder": str(folder), "status": "failed", "error": error})
-        else:
+        if error is None:
             incomplete.append({"folder": str(folder), "status": "running or stopped", "error": ""})
+            continue
+        # refused: stopped by a check before it trained (a sweep job's bad setting or data)
+        refused = (
+            error.startswith(("ConfigError", "DataError")) and not (folder / CHECKPOINTS).exists()
+        )
+        status = "refused" if refused else "failed"
+        incomplete.append({"folder": str(folder), "status": status, "error": error})
     return runs, incomplete
 
 

@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 
-from ..helpers.cli import run_cli, run_ok
+from ..helpers.cli import batches_into_epoch, run_cli, run_ok
 from ..helpers.signal_callback import record_batches, recorded
 
 
@@ -29,16 +29,6 @@ def kill_at(batch: int, signum: str = "SIGTERM", optimizer_step: int | None = No
 
 
 BATCHES_PER_EPOCH = 68  # the generated MNIST: 540 training images in batches of 8
-
-
-def batches_into_epoch(checkpoint: dict) -> int:
-    """Training batches done in the checkpoint's epoch, by Lightning's count and the loader's."""
-    loop = checkpoint["loops"]["fit_loop"]
-    done = loop["epoch_loop.batch_progress"]["current"]["completed"]
-    assert loop["state_dict"]["combined_loader"] == [
-        {"epoch": checkpoint["epoch"], "batches": done}
-    ]
-    return done
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,7 @@ def test_report_averages_over_seeds_and_lists_unfinished_jobs(tmp_path):
     assert sorted(lnl.seeds) == [0, 1]
     assert {(j["status"], j["error"]) for j in incomplete} == {
         ("running or stopped", ""),
-        ("failed", "DataError: boom"),
+        ("refused", "DataError: boom"),  # a check stopped it before it trained
     }
     text = write_report(tmp_path).read_text()
     assert "0.7500 ± 0.0707" in text and "| 2 | 0,1 |" in text

@@ -42,3 +42,13 @@ def run_ok(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedP
     result = run_cli(*overrides, cwd=cwd, **env_vars)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def batches_into_epoch(checkpoint: dict) -> int:
+    """Training batches done in the checkpoint's epoch, by Lightning's count and the loader's."""
+    loop = checkpoint["loops"]["fit_loop"]
+    done = loop["epoch_loop.batch_progress"]["current"]["completed"]
+    assert loop["state_dict"]["combined_loader"] == [
+        {"epoch": checkpoint["epoch"], "batches": done}
+    ]
+    return done

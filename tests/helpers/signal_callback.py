@@ -84,3 +84,23 @@ class DiskFullAtEpochEnd(pl.Callback):
 
         if trainer.current_epoch == self.epoch:
             raise OSError(errno.ENOSPC, "No space left on device", "metrics.csv")
+
+
+class BreakPipesAtBatch(pl.Callback):
+    """At the end of training batch ``batch`` of epoch ``epoch``: stdout and stderr become pipes
+    nobody reads (what ``| tee`` leaves when Ctrl-C kills ``tee`` too), then Ctrl-C (SIGINT)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if (trainer.current_epoch, i) != (self.epoch, self.batch):
+            return
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone: every later write gets EPIPE
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        os.kill(os.getpid(), signal.SIGINT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lnl_lightning.errors import ConfigError, DataError
 from lnl_lightning.records.folder import write_error
 from lnl_lightning.report.records import collect, summarize
 
@@ -51,6 +52,24 @@ def test_jobs_without_results_are_listed_failed_or_still_going(run_at, tmp_path)
     status = {job["folder"]: (job["status"], job["error"]) for job in incomplete}
     assert status[str(going)] == ("running or stopped", "")
     assert status[str(failed)][0] == "failed" and "color_var" in status[str(failed)][1]
+
+
+def test_a_sweep_job_refused_before_its_records_began_is_listed_refused_with_its_reason(
+    run_at, tmp_path
+):
+    refused = tmp_path / "runs" / "sweep" / "3"  # its .hydra/ is written only once checks pass
+    refused.mkdir(parents=True)
+    write_error(refused, ConfigError("test_ckpt=best selects by validation accuracy"))
+    trained = run_at("trained")
+    (trained / "checkpoints").mkdir()
+    write_error(trained, DataError("an image could not be read"))
+    _, incomplete = collect(tmp_path / "runs")
+    status = {job["folder"]: (job["status"], job["error"]) for job in incomplete}
+    assert status[str(refused)] == (
+        "refused",
+        "ConfigError: test_ckpt=best selects by validation accuracy",
+    )
+    assert status[str(trained)][0] == "failed"  # it had trained: not a refusal
 
 
 def test_an_unreadable_summary_is_skipped_not_fatal(run_at, tmp_path):
