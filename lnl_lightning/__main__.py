@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import math
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -17,8 +17,9 @@ from omegaconf import DictConfig
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError, TrainingDiverged
-from lnl_lightning.records.files import run_lock
+from lnl_lightning.records.files import is_first_process, run_lock
 from lnl_lightning.records.folder import (
+    ERROR_FILE,
     CommandRecord,
     begin_records,
     discard_refused,
@@ -53,10 +54,15 @@ def main(cfg: DictConfig) -> float:
     command = CommandRecord.capture(cfg)
     continue_with = command.resume_command(out_dir) if command else "the same command"
     new_folder = is_empty_folder(out_dir)  # Hydra made it (it writes nothing there itself)
+    began: list[bool] = []
+
+    def begin() -> None:  # the run's checks have passed: the folder's records are its own now
+        begin_records(out_dir, command)
+        began.append(True)
+
     try:
         with run_lock(out_dir):
-            # the folder's records change only once the run's checks have passed
-            metrics = run(cfg, begin=functools.partial(begin_records, out_dir, command))
+            metrics = run(cfg, begin=begin)
     except SIGTERMException:
         from lnl_lightning.engine import callbacks
 
@@ -70,15 +76,13 @@ def main(cfg: DictConfig) -> float:
         sys.exit(128 + signum)  # the conventional status of a process ended by that signal
     except Exception as err:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            err = DiskFull(  # noqa: PLW2901 - the clear error in its place
-                f"no space left on the device writing {err.filename or 'a run file'} in "
-                f"{out_dir}: free some space, then continue with: {continue_with} "
-                f"(checkpoints are written atomically: the last one is whole)"
-            )
+            err = disk_full(err, out_dir, continue_with)  # noqa: PLW2901 - the clear error
         expected = isinstance(err, (ConfigError, DataError, TrainingDiverged, DiskFull))
-        refused = isinstance(err, (ConfigError, DataError))
-        if refused and new_folder and not is_multirun():
-            discard_refused(out_dir)  # the refused command leaves no run folder behind
+        if is_first_process():
+            if began or is_multirun():  # why it failed, for the report and the sweep's summary
+                write_error_if_possible(out_dir, err)
+            elif new_folder:  # refused before its records began: it leaves no folder behind
+                discard_refused(out_dir)
         if not is_multirun():
             if not expected:
                 raise
@@ -86,13 +90,34 @@ def main(cfg: DictConfig) -> float:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         log.error("Job failed, the sweep goes on: %s", err, exc_info=not expected)
-        write_error(out_dir, err)
         return math.nan
     value = metrics.get(cfg.optimized_metric)
     if value is None:
         log.warning("optimized_metric '%s' was not logged", cfg.optimized_metric)
         return math.nan
     return value
+
+
+def disk_full(err: OSError, out_dir: Path, continue_with: str) -> DiskFull:
+    """What to do about a full disk, naming the file and the space left where it was written."""
+    where = Path(err.filename) if err.filename else out_dir
+    try:
+        free = f"{shutil.disk_usage(where.parent if err.filename else where).free / 2**20:.0f} MB"
+    except OSError:
+        free = "unknown"
+    return DiskFull(
+        f"no space left on the device writing {where} (free there now: {free}): free some "
+        f"space, then continue with: {continue_with} (checkpoints are written atomically: the "
+        f"last one is whole)"
+    )
+
+
+def write_error_if_possible(out_dir: Path, err: BaseException) -> None:
+    """``error.json``, unless the disk cannot take even that."""
+    try:
+        write_error(out_dir, err)
+    except OSError as unwritten:
+        log.warning("could not write %s: %s", out_dir / ERROR_FILE, unwritten)
 
 
 def cli() -> None:

@@ -69,7 +69,7 @@ from lnl_lightning.data.mnist_colors import (
 from lnl_lightning.data.mnist_files import MNIST_FILES, load_mnist
 from lnl_lightning.data.sampling import ResumableLoader, run_seed
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.records.files import write_atomic
+from lnl_lightning.records.files import write_torch_atomic
 from lnl_lightning.schemas import check_choice
 
 log = logging.getLogger(__name__)
@@ -358,7 +358,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
             return None
 
     def _save_cache(self, tensors: dict) -> None:
-        write_atomic(self._cache_file(), lambda tmp: torch.save(tensors, tmp))
+        write_torch_atomic(self._cache_file(), tensors)
 
     def _loader(self, split: str) -> DataLoader | DeviceBatches:
         if self.on_device:

@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.records.files import write_atomic
+from lnl_lightning.records.files import write_torch_atomic
 
 RESUME_KEYS = ("loops", "optimizer_states", "epoch", "global_step")  # what Lightning resumes
 
@@ -160,4 +160,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        write_atomic(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        write_torch_atomic(Path(path), checkpoint)

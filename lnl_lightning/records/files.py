@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -22,7 +23,11 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp = Path(name)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as err:  # name the file the caller asked for, not the temporary one
+            err.filename = str(path)
+            raise
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is 0600: give it what open() would
         os.replace(tmp, path)
     finally:
@@ -41,6 +46,25 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def write_torch_atomic(path: Path, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically, through a Python file: a full disk then raises
+    ``OSError`` (ENOSPC), which the CLI explains, where PyTorch's C++ writer given a path
+    raises a bare ``RuntimeError``."""
+    import torch
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
+            torch.save(obj, file)
+
+    return write_atomic(path, save)
+
+
+def is_first_process() -> bool:
+    """Rank 0 of a run (any run not started as one of several processes is)."""
+    ranks = (os.environ.get(k, "0") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    return not any(r.isdigit() and int(r) > 0 for r in ranks)
+
+
 @contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     """Hold ``folder/.lock`` while a run writes there: a second run given the same folder is
@@ -49,8 +73,7 @@ def run_lock(folder: Path) -> Iterator[None]:
     Only the first process of a run takes it (not the other ranks of a DDP run, which share the
     folder); where file locks do not exist (Windows), nothing is locked.
     """
-    ranks = (os.environ.get(k, "0") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-    if fcntl is None or any(r.isdigit() and int(r) > 0 for r in ranks):
+    if fcntl is None or not is_first_process():
         yield
         return
     from lnl_lightning.errors import ConfigError

@@ -33,7 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lnl_lightning.errors import ConfigError
-from lnl_lightning.records.files import write_atomic, write_text_atomic
+from lnl_lightning.records.files import write_text_atomic, write_torch_atomic
 
 CONFIG_FILE = "config_resolved.yaml"
 METRICS_FILE = "metrics.json"
@@ -206,7 +206,7 @@ def save_weights_checkpoint(
         "pytorch-lightning_version": pl.__version__,
         **fields,
     }
-    return write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+    return write_torch_atomic(path, checkpoint)
 
 
 def run_alike(runs_dir: str | Path, cfg: DictConfig, keys: Sequence[str]) -> Path:

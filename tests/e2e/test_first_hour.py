@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import signal
 
 import torch
@@ -80,3 +81,28 @@ def test_a_refused_run_leaves_no_run_folder(tmp_path, mnist_dir):
     result = run_cli(*refused, cwd=tmp_path, LNL_LOG_DIR=str(logs))
     assert result.returncode == 2
     assert not [p for p in logs.rglob("*") if p.is_dir() and p.parent.name == "runs"]
+
+
+def test_a_full_disk_while_checkpointing_names_it_and_keeps_what_was_written(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        *FAST,
+        f"data.data_dir={mnist_dir}",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=4",
+        "trainer.enable_progress_bar=false",
+        "+callbacks.full._target_=tests.helpers.signal_callback.CheckpointDiskFullFromEpoch",
+        "+callbacks.full.epoch=1",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: no space left on the device" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"ckpt_path=last hydra.run.dir={run_dir}" in result.stderr  # how to go on
+    error = json.loads((run_dir / "error.json").read_text())["error"]
+    assert error.startswith("DiskFull: no space left")  # the report lists it failed, and why
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 0  # epoch 0's checkpoint, whole
+    assert (run_dir / ".lock").read_text() == ""  # released
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # no half-written file left
