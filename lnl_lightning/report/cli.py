@@ -11,27 +11,38 @@ from pathlib import Path
 from lnl_lightning.records.files import write_text_atomic
 from lnl_lightning.records.folder import CONFIG_FILE
 from lnl_lightning.report.curves import curve_series
-from lnl_lightning.report.methods import Methods
+from lnl_lightning.report.methods import Methods, configured
 from lnl_lightning.report.plots import plot_curves, plot_vs_color_var, plot_vs_lambda
 from lnl_lightning.report.records import collect, load_run, summarize
 from lnl_lightning.report.tables import curve_table, markdown
+
+log = logging.getLogger(__name__)
+
+
+class NothingToReport(ValueError):
+    """The folders hold no run to report, or ``--methods`` names one they do not hold: refused
+    before anything is written, so an earlier report stays as it was."""
 
 
 def write_report(
     roots: Path | Sequence[Path], out: Path | None = None, methods: Sequence[str] | None = None
 ) -> Path:
     """Collect the runs below ``roots`` and write report.md and the plots into ``out``
-    (default: the first root); with ``methods``, only the runs of those methods."""
+    (default: the first root); with ``methods`` (method names, or the labels the report
+    prints), only the runs of those methods."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     out = out or roots[0]
-    out.mkdir(parents=True, exist_ok=True)
     runs, incomplete = [], []
     for root in roots:
         found, unfinished = collect(root)
         runs += found
         incomplete += unfinished
+    where = ", ".join(map(str, roots))
+    if not runs and not incomplete:
+        raise NothingToReport(f"no run folders below {where}: nothing to report")
     if methods:
-        runs = [run for run in runs if run.fields["method"] in methods]
+        runs = select_methods(runs, methods, where)
+    out.mkdir(parents=True, exist_ok=True)
     rows = summarize(runs)
     methods = Methods((run.fields["method"], run.display) for run in runs if run.display)
     plots = {
@@ -59,6 +70,35 @@ def write_report(
     return path
 
 
+def select_methods(runs: list, methods: Sequence[str], where: str) -> list:
+    """The runs of ``methods``, each given as its method name or its label. A name no run
+    and no configured method has is refused, listing the methods there; so is a selection
+    that leaves no finished run."""
+    names = {}
+    for method, style in configured().items():
+        names[method] = names[style.label] = method
+    for run in runs:
+        method = run.fields["method"]
+        names[method] = names[run.display.get("label", method)] = method
+    present = sorted({run.fields["method"] for run in runs})
+    unknown = [m for m in methods if m not in names]
+    if unknown:
+        raise NothingToReport(
+            f"--methods: {', '.join(unknown)} is no method; the methods of the finished runs "
+            f"below {where}: {', '.join(present) or 'none'} (a name or its label, e.g. lnl or LNL)"
+        )
+    wanted = {names[m] for m in methods}
+    selected = [run for run in runs if run.fields["method"] in wanted]
+    if not selected:
+        raise NothingToReport(
+            f"--methods: no finished run of {', '.join(methods)} below {where}; the methods "
+            f"there: {', '.join(present) or 'none'}"
+        )
+    for method in sorted(wanted - set(present)):
+        log.warning("--methods: no finished run of %s below %s", method, where)
+    return selected
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m lnl_lightning.report",
@@ -77,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         "--methods",
         nargs="+",
         default=None,
-        help="report only these methods (their labels: baseline lnl blind_eye gray ...)",
+        help="report only these methods (names or labels: baseline lnl blind_eye gray, LNL ...)",
     )
     args = parser.parse_args(argv)
     for folder in args.folders:
@@ -93,5 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             f"--out: cannot write into {out} ({err.strerror or err}): give a writable folder"
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = write_report(args.folders, out, args.methods)
+    try:
+        path = write_report(args.folders, out, args.methods)
+    except NothingToReport as err:
+        parser.exit(2, f"error: {err} (nothing written)\n")
     print(f"wrote {path}")

@@ -80,3 +80,30 @@ def test_the_command_refuses_a_folder_it_cannot_read_or_write_naming_it(
     with pytest.raises(SystemExit) as stopped:
         cli.main([a.format(tmp=tmp_path) for a in arguments])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_methods_typo_or_an_empty_folder_is_refused_and_the_report_kept(run_at, tmp_path, capsys):
+    run_at("a", metrics={"test/acc": 0.5, "test/bias_acc": 0.3})
+    run_at("b", "model=baseline", metrics={"test/acc": 0.4, "test/bias_acc": 0.9})
+    cli.main([str(tmp_path / "runs")])
+    report = tmp_path / "runs" / "report.md"
+    before = report.read_text()
+
+    for typo, message in (("LFF_", "LFF_ is no method"), ("lff", "no finished run of lff")):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main([str(tmp_path / "runs"), "--methods", typo])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and message in err
+        assert "baseline, lnl" in err  # what there is
+        assert report.read_text() == before
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([str(tmp_path / "empty")])
+    assert stopped.value.code == 2 and "no run folders below" in capsys.readouterr().err
+    assert not (tmp_path / "empty" / "report.md").exists()
+
+    # the label the report prints selects its method, as the name does
+    cli.main([str(tmp_path / "runs"), "--methods", "LNL"])
+    text = report.read_text()
+    assert "1 finished run(s) in 1 configuration(s)" in text
