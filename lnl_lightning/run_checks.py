@@ -11,6 +11,7 @@ from lnl_lightning.config import TestCkpt
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.recipe_checks import check_recipe
 from lnl_lightning.records.checkpoints import check_fits, load_checkpoint
+from lnl_lightning.records.folder import METRICS_FILE, read_summary
 from lnl_lightning.records.identity import check_same_run
 from lnl_lightning.schemas import check_choice
 
@@ -52,7 +53,25 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.ckpt_path:
         path = resume_path(cfg)
         check_fits(load_checkpoint(path, "ckpt_path"), cfg.method, path, "ckpt_path", resume=True)
+        check_not_finished(cfg, path)
     check_same_run(cfg, Path(cfg.paths.output_dir))
+
+
+def check_not_finished(cfg: DictConfig, checkpoint: Path) -> None:
+    """Resuming a run in its own folder after it has finished trains nothing: say so, instead
+    of testing it again and rewriting its ``metrics.json``."""
+    folder = Path(cfg.paths.output_dir)
+    summary = read_summary(folder) if (folder / METRICS_FILE).is_file() else None
+    max_epochs = cfg.trainer.get("max_epochs")
+    if summary is None or summary.is_evaluation or max_epochs in (None, -1):
+        return
+    if summary.epochs is not None and summary.epochs >= max_epochs:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path}: {folder} holds a finished run ({summary.epochs} "
+            f"epochs, {folder / METRICS_FILE}), so there is nothing to resume: train it longer "
+            f"with trainer.max_epochs > {summary.epochs}, or test it again with python -m "
+            f"lnl_lightning.eval ckpt_path={checkpoint}"
+        )
 
 
 def describe_networks(cfg: DictConfig) -> str:

@@ -208,7 +208,8 @@ def train_runs(
             print_config_tree(first)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    rate = next((c.last_rate for c in callbacks if isinstance(c, TrainThroughput)), None)
+    clock = next((c for c in callbacks if isinstance(c, TrainThroughput)), None)
+    rate = clock.last_rate if clock is not None else None
 
     # the final metrics: of the weights training ended with, or of the best by validation
     tested, ckpt = first.test_ckpt, None
@@ -235,7 +236,10 @@ def train_runs(
                 epochs=trainer.current_epoch,
                 train_images_per_s=member_rate,
                 global_step=trainer.global_step,
-                wall_time_s=round(time.time() - started, 1),
+                step=trainer.fit_loop.epoch_loop._batches_that_stepped,
+                wall_time_s=round(
+                    clock.wall_time_s() if clock is not None else time.time() - started, 1
+                ),
                 config_path=str((folder.path / CONFIG_FILE).resolve()),
                 pack=None
                 if not packed

@@ -123,14 +123,30 @@ class GroupMatrixWriter(pl.Callback):
 
 
 class TrainThroughput(pl.Callback):
-    """Logs ``train/images_per_s``: images of all processes per second of training batches.
+    """Logs ``train/images_per_s``: images of all processes per second of training batches;
+    and keeps the run's wall time across resumes (:meth:`wall_time_s`).
 
     Timed from the first batch of an epoch to the end of its last one, so validation is
     not counted; on a GPU the last batch's queued work is waited for, so it counts too.
+    The wall time of the processes before a resume, and the last full epoch's rate, travel
+    in the checkpoint.
     """
 
     def __init__(self) -> None:
         self.last_rate: float | None = None  # of the last full epoch
+        self.started = time.perf_counter()  # this process's stretch
+        self.earlier_s = 0.0  # the stretches before it (from the checkpoint resumed)
+
+    def wall_time_s(self) -> float:
+        """Seconds this run has taken, every stretch of it (resumes included)."""
+        return self.earlier_s + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_time_s": self.wall_time_s(), "last_rate": self.last_rate}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier_s = float(state_dict.get("wall_time_s", 0.0))
+        self.last_rate = state_dict.get("last_rate", self.last_rate)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.images, self.start, self.end = 0, time.perf_counter(), None

@@ -79,7 +79,10 @@ class RunSummary:
     """What ``metrics.json`` holds.
 
     ``tested_weights`` is "last" or "best" for a training run (which weights the final metrics
-    describe), the checkpoint file for an evaluation. ``pack`` (a pack's member only): the
+    describe), the checkpoint file for an evaluation. ``step`` counts training batches, the
+    step the loggers (CSV, TensorBoard, W&B) plot against; ``global_step`` is Lightning's count
+    of optimizer steps (an LNL batch takes two or three). ``wall_time_s`` covers every stretch
+    of a resumed run. ``pack`` (a pack's member only): the
     pack's folder, its number of members and its throughput.
     """
 
@@ -93,6 +96,7 @@ class RunSummary:
     best_checkpoint: str | None = None
     train_images_per_s: float | None = None
     global_step: int | None = None
+    step: int | None = None
     wall_time_s: float | None = None
     pack: dict[str, Any] | None = None
 

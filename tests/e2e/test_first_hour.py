@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import signal
@@ -100,9 +101,36 @@ def test_a_full_disk_while_checkpointing_names_it_and_keeps_what_was_written(tmp
     assert "error: no space left on the device" in result.stderr
     assert "Traceback" not in result.stderr
     assert f"ckpt_path=last hydra.run.dir={run_dir}" in result.stderr  # how to go on
+    assert "continue with: python -m lnl_lightning experiment=colored_mnist " in result.stderr
+    assert "<same overrides>" not in result.stderr
     error = json.loads((run_dir / "error.json").read_text())["error"]
     assert error.startswith("DiskFull: no space left")  # the report lists it failed, and why
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 0  # epoch 0's checkpoint, whole
     assert (run_dir / ".lock").read_text() == ""  # released
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # no half-written file left
+
+
+def test_a_finished_run_is_not_resumed_and_a_resumed_one_counts_all_its_time(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    command = ["debug=fast", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}"]
+    run_ok(*command, cwd=tmp_path)
+    first_text = (run_dir / "metrics.json").read_text()
+    first = json.loads(first_text)
+
+    again = run_cli(*command, "ckpt_path=last", cwd=tmp_path)
+    assert again.returncode == 2 and "holds a finished run (1 epochs" in again.stderr
+    assert "trainer.max_epochs > 1" in again.stderr and "lnl_lightning.eval" in again.stderr
+    assert (run_dir / "metrics.json").read_text() == first_text  # not tested again, not rewritten
+
+    longer = run_ok(*command, "ckpt_path=last", "trainer.max_epochs=2", cwd=tmp_path)
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["epochs"] == 2 and resumed["train_images_per_s"] is not None
+    assert resumed["wall_time_s"] > first["wall_time_s"]  # both stretches, not the last alone
+    # step: training batches, as the loggers count them; global_step: optimizer steps
+    assert (first["step"], resumed["step"]) == (3, 6)
+    assert resumed["global_step"] % resumed["step"] == 0 and resumed["global_step"] > 6
+    with (run_dir / "csv" / "version_1" / "metrics.csv").open() as file:
+        logged = [int(row["step"]) for row in csv.DictReader(file) if row["step"]]
+    assert max(logged) == resumed["step"]  # the final metrics' step in the log
+    assert longer.returncode == 0
