@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError
@@ -27,6 +27,7 @@ from lnl_lightning.records.folder import (
     begin_records,
     discard_refused,
     is_empty_folder,
+    load_config,
     write_config,
     write_summary,
 )
@@ -89,12 +90,55 @@ def evaluate(cfg: DictConfig, command: CommandRecord | None = None) -> dict[str,
     return metrics
 
 
+# Keys that are the evaluation's own, never the training run's: where it writes, what it tests.
+EVAL_OWN = ("ckpt_path", "task_name", "paths", "print_config", "optimized_metric", "test_ckpt")
+
+
+def run_config(composed: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config to evaluate ``composed.ckpt_path`` with: its run folder's
+    ``config_resolved.yaml`` (as it trained), then what the command line gave on top (a key,
+    or a whole group such as ``data=...``) and the evaluation's own keys. With
+    ``experiment=...`` on the command line, or no run folder beside the checkpoint: the
+    composed config alone, as given."""
+    if OmegaConf.is_missing(composed, "ckpt_path") or not composed.ckpt_path:
+        return composed
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    recorded = Path(str(composed.ckpt_path)).expanduser().parent.parent / CONFIG_FILE
+    if "experiment" in keys or not recorded.is_file():
+        return composed
+    try:
+        cfg = load_config(recorded)
+    except Exception as err:  # noqa: BLE001 - any unreadable record: say which file
+        raise ConfigError(
+            f"ckpt_path: the run's {recorded} is not a readable config ({err}); give the "
+            f"experiment it trained with (experiment=...)"
+        ) from err
+    OmegaConf.set_struct(cfg, False)
+    for key in (*EVAL_OWN, *keys):
+        value = OmegaConf.select(composed, key, throw_on_missing=False)
+        if key.startswith("hydra") or (value is None and key not in EVAL_OWN):
+            continue
+        OmegaConf.update(
+            cfg,
+            key,
+            OmegaConf.to_container(value, resolve=True)
+            if isinstance(value, DictConfig | ListConfig)
+            else value,
+            merge=False,
+        )
+    log.info("Evaluating with the run's config, %s, and the command line's overrides", recorded)
+    return cfg
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     out_dir = Path(cfg.paths.output_dir)
     new_folder = is_empty_folder(out_dir)
     try:
-        evaluate(cfg, CommandRecord.capture(cfg))
+        overrides = list(HydraConfig.get().overrides.task)
+        evaluate(run_config(cfg, overrides), CommandRecord.capture(cfg))
     except (ConfigError, DataError) as err:
         if new_folder:
             discard_refused(out_dir)  # a refused evaluation leaves no folder behind

@@ -134,3 +134,42 @@ def test_a_finished_run_is_not_resumed_and_a_resumed_one_counts_all_its_time(tmp
         logged = [int(row["step"]) for row in csv.DictReader(file) if row["step"]]
     assert max(logged) == resumed["step"]  # the final metrics' step in the log
     assert longer.returncode == 0
+
+
+def test_eval_reads_the_runs_own_config_and_the_command_line_still_applies(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    data = f"data.data_dir={mnist_dir}"
+    run_ok(
+        "experiment=colored_mnist_baseline",
+        "debug=fast",
+        data,
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    trained = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    ckpt = f"ckpt_path={run_dir}/checkpoints/last.ckpt"
+
+    # no experiment restated: the run's config_resolved.yaml says what it was
+    same = tmp_path / "eval_same"
+    run_cli(
+        ckpt,
+        "trainer.limit_test_batches=2",
+        f"hydra.run.dir={same}",
+        module="lnl_lightning.eval",
+        cwd=tmp_path,
+    ).check_returncode()
+    tested = json.loads((same / "metrics.json").read_text())["metrics"]
+    assert tested["test/acc"] == trained["test/acc"]  # the same weights on the same test batches
+
+    # an override still applies on top of the run's config
+    other = tmp_path / "eval_other"
+    run_cli(
+        ckpt,
+        "data.color_var=0.05",
+        "trainer.limit_test_batches=2",
+        f"hydra.run.dir={other}",
+        module="lnl_lightning.eval",
+        cwd=tmp_path,
+    ).check_returncode()
+    cfg = (other / "config_resolved.yaml").read_text()
+    assert "color_var: 0.05" in cfg and "method: baseline" in cfg
