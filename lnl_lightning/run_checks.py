@@ -47,6 +47,13 @@ def check_config(cfg: DictConfig) -> None:
             f"step does not have): use trainer.precision=bf16-mixed or 32-true, or "
             f"perf.cuda_graph=false"
         )
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, int | float) and limit == 0:
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit} trains nothing (the run would test its "
+            f"initial weights and record them as trained): give a positive number of batches "
+            f"or a fraction, or test a checkpoint with python -m lnl_lightning.eval ckpt_path=..."
+        )
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
@@ -62,6 +69,13 @@ def check_not_finished(cfg: DictConfig, checkpoint: Path) -> None:
     of testing it again and rewriting its ``metrics.json``."""
     folder = Path(cfg.paths.output_dir)
     summary = read_summary(folder) if (folder / METRICS_FILE).is_file() else None
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, int | float) and limit == 0:
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit} trains nothing (the run would test its "
+            f"initial weights and record them as trained): give a positive number of batches "
+            f"or a fraction, or test a checkpoint with python -m lnl_lightning.eval ckpt_path=..."
+        )
     max_epochs = cfg.trainer.get("max_epochs")
     if summary is None or summary.is_evaluation or max_epochs in (None, -1):
         return

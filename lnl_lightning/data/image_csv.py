@@ -147,6 +147,7 @@ class ImageCSVDataModule(ImageSplitsDataModule):
             (c, max((b for (y, b) in counts if y == c), key=lambda b, c=c: counts[(c, b)]))
             for c in range(len(label_names))
         )
+        self._say_what_is_missing(bias_names)
         self.bias_spec = BiasSpec(
             num_classes=len(label_names),
             num_bias_groups=len(bias_names),
@@ -156,13 +157,32 @@ class ImageCSVDataModule(ImageSplitsDataModule):
             group_names=bias_names,
         )
 
+    def _say_what_is_missing(self, bias_names: tuple[str, ...] | list[str]) -> None:
+        """What the CSV leaves out that a run would otherwise only show at its end (or never)."""
+        if not len(self.records["val"]):
+            log.warning(
+                "%s: no validation rows (split column without 'val'): this run trains without "
+                "validation, so no val/* metrics, no best checkpoint (test_ckpt=best refused) "
+                "and a sweep has nothing to optimise",
+                self.csv_path,
+            )
+        if len(bias_names) == 1:
+            log.warning(
+                "%s: column bias has one value (%r) in every row: there is no bias to "
+                "unlearn, so a debiasing method trains as the baseline does and every image is "
+                "in one group",
+                self.csv_path,
+                bias_names[0],
+            )
+
     def _assign_splits(self, rows: list[dict[str, str]]) -> np.ndarray:
         if "split" in rows[0] and any(r.get("split") for r in rows):
             split = np.array([r.get("split", "") for r in rows])
-            bad = sorted(set(split) - set(SPLIT_NAMES))
+            bad = sorted(set(split.tolist()) - set(SPLIT_NAMES))
             if bad:
                 raise DataError(
-                    f"{self.csv_path}: column split must be train, val or test; got {bad}"
+                    f"{self.csv_path}: column split must be train, val or test; got "
+                    f"{', '.join(map(repr, bad))}"
                 )
             return split
         order = np.random.default_rng(self.seed).permutation(len(rows))

@@ -247,6 +247,30 @@ def test_image_csv_split_column_is_respected(tmp_path):
     assert len(dm.splits["val"]) == len(dm.splits["test"]) == 24 and len(dm.splits["train"]) == 48
 
 
+def test_image_csv_says_at_once_what_it_leaves_out(tmp_path, caplog):
+    csv_path = make_image_csv(tmp_path, per_cell=4)
+    header, *rows = csv_path.read_text().splitlines()
+    no_val = [header + ",split"] + [
+        r + (",test" if i % 4 == 0 else ",train") for i, r in enumerate(rows)
+    ]
+    csv_path.write_text("\n".join(no_val) + "\n")
+    with caplog.at_level("WARNING"):
+        ImageCSVDataModule(str(csv_path), **SMALL)  # at construction, before any training
+    assert "no validation rows" in caplog.text and "test_ckpt=best refused" in caplog.text
+
+    caplog.clear()
+    one_bias = [header] + [",".join(r.split(",")[:2] + ["sky"]) for r in rows]
+    csv_path.write_text("\n".join(one_bias) + "\n")
+    with caplog.at_level("WARNING"):
+        ImageCSVDataModule(str(csv_path), **SMALL)
+    assert "column bias has one value ('sky') in every row" in caplog.text
+
+    wrong_split = [header + ",split"] + [r + ",training" for r in rows]
+    csv_path.write_text("\n".join(wrong_split) + "\n")
+    with pytest.raises(DataError, match=r"must be train, val or test; got 'training'$"):
+        ImageCSVDataModule(str(csv_path), **SMALL)
+
+
 def test_image_csv_errors(tmp_path):
     root = tmp_path / "d"
     csv_path = make_image_csv(root, per_cell=2)

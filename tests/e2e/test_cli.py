@@ -89,6 +89,7 @@ def test_resume_continues_from_the_checkpoint(lnl_run, tmp_path, mnist_dir):
 
 
 BAD_INPUTS = [
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0 trains nothing"),
     ("data.color_var=-0.1", "data.color_var must be in (0, 1]"),
     ("data.color_var=nan", "data.color_var must be in (0, 1]"),
     ("data.batch_size=-8", "data.batch_size must be a positive integer"),
