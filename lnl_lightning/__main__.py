@@ -48,7 +48,10 @@ def main(cfg: DictConfig) -> float:
     """
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from lnl_lightning.quiet import quiet_libraries
     from lnl_lightning.train import run  # heavy imports after Hydra has parsed the command line
+
+    quiet_libraries(HydraConfig.get().verbose)  # after Lightning's import has set its levels
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     command = CommandRecord.capture(cfg)

@@ -128,6 +128,7 @@ class TrainerSchema:
     log_every_n_steps: int = 50
     deterministic: Any = False  # true, false or "warn"
     enable_progress_bar: bool = True
+    enable_model_summary: bool = False  # Lightning's module table; a run logs its counts
     limit_train_batches: Any = 1.0  # a fraction (float) or a number of batches (int)
     limit_val_batches: Any = 1.0
     limit_test_batches: Any = 1.0
@@ -151,7 +152,7 @@ class TrainSchema:
     seed: int = 0
     ckpt_path: str | None = None
     test_ckpt: TestCkptChoice = TestCkptChoice("last")
-    print_config: bool = True
+    print_config: bool = False
     optimized_metric: str = "val/acc"
     data: Any = MISSING
     net: Any = MISSING

@@ -132,8 +132,12 @@ def run_config(composed: DictConfig, overrides: list[str]) -> DictConfig:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    import pytorch_lightning  # noqa: F401 - sets its loggers' levels, which the next line lowers
     from hydra.core.hydra_config import HydraConfig
 
+    from lnl_lightning.quiet import quiet_libraries
+
+    quiet_libraries(HydraConfig.get().verbose)
     out_dir = Path(cfg.paths.output_dir)
     new_folder = is_empty_folder(out_dir)
     try:

@@ -60,8 +60,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.ckpt_path:
         path = resume_path(cfg)
         check_fits(load_checkpoint(path, "ckpt_path"), cfg.method, path, "ckpt_path", resume=True)
-        check_not_finished(cfg, path)
     check_same_run(cfg, Path(cfg.paths.output_dir))
+    if cfg.ckpt_path:
+        check_not_finished(cfg, resume_path(cfg))
 
 
 def check_not_finished(cfg: DictConfig, checkpoint: Path) -> None:

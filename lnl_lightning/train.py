@@ -72,6 +72,22 @@ NETS_FOR_TARGET = {
 }
 
 
+def describe_run(cfg: DictConfig, model: Any, folder: Path) -> str:
+    """One line: what trains, the sizes of its networks and where its records go."""
+
+    def size(name: str) -> str:
+        count = sum(p.numel() for p in getattr(model, name).parameters())
+        return f"{count / 1e6:.1f} M" if count >= 1e6 else f"{count / 1e3:.1f} K"
+
+    nets = ", ".join(
+        f"{short} {size(name)}"
+        for short, name in (("f", "feature_extractor"), ("g", "label_head"), ("h", "bias_head"))
+        if hasattr(model, name)
+    )
+    data = cfg.data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")
+    return f"Training {cfg.method} on {data}, {nets} parameters; records in {folder}"
+
+
 def build_networks(net_cfg: DictConfig, spec: BiasSpec) -> dict[str, Any]:
     """f, g and h from ``cfg.net``; the heads' class counts come from the datamodule's spec.
 
@@ -204,8 +220,10 @@ def train_runs(
             members = "".join(f"{folder.path}\n" for folder in folders)
             write_text_atomic(pack_dir / "members.txt", members)
             log.info("Training %d runs as one pack in %s", len(cfgs), pack_dir)
-        elif first.print_config:
-            print_config_tree(first)
+        else:
+            if first.print_config:
+                print_config_tree(first)
+            log.info("%s", describe_run(first, model, folders[0].path))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     clock = next((c for c in callbacks if isinstance(c, TrainThroughput)), None)

@@ -173,3 +173,23 @@ def test_eval_reads_the_runs_own_config_and_the_command_line_still_applies(tmp_p
     ).check_returncode()
     cfg = (other / "config_resolved.yaml").read_text()
     assert "color_var: 0.05" in cfg and "method: baseline" in cfg
+
+
+def test_a_quick_run_prints_only_what_is_meant_for_the_user(tmp_path, mnist_dir):
+    data = [f"data.data_dir={mnist_dir}", "debug=fast"]
+    quiet = run_ok(*data, f"hydra.run.dir={tmp_path / 'quiet'}", cwd=tmp_path)
+    lines = (quiet.stdout + quiet.stderr).splitlines()
+    assert len(lines) <= 15, "\n".join(lines)
+    for noise in ("Tip:", "deprecated", "GPU available", "sync_dist", "num_workers", "┃"):
+        assert not [line for line in lines if noise in line], noise
+    assert "Training lnl on ColoredMNIST" in lines[0]  # what trains, and where its records go
+    # the config tree on request; it is always in the run folder
+    assert (tmp_path / "quiet" / "config_resolved.yaml").is_file()
+    # Lightning's own lines when asked for with Hydra's switch
+    loud = run_ok(
+        *data,
+        "hydra.verbose=[pytorch_lightning]",
+        f"hydra.run.dir={tmp_path / 'loud'}",
+        cwd=tmp_path,
+    )
+    assert "GPU available" in loud.stdout + loud.stderr
