@@ -197,6 +197,9 @@ class ImageSplitsDataModule(pl.LightningDataModule):
     ``num_workers`` and ``color_bins`` (used when the bias target is the colour map).
     """
 
+    # the per-channel (mean, std) its images are normalised with: figures show them as they are
+    normalization = (IMAGENET_MEAN, IMAGENET_STD)
+
     splits: dict[str, ImageRecords]
     test_names: tuple[str, ...]
     image_size: int

@@ -82,6 +82,7 @@ class SampleGrid(pl.Callback):
                 f"{split} samples",
                 spec.class_names,
                 spec.group_names,
+                normalization=getattr(datamodule, "normalization", None),
             )
             for logger in folder.loggers:
                 if isinstance(logger, WandbLogger):
