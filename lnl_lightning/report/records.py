@@ -52,6 +52,7 @@ class Row:
     fields: dict[str, Any]
     seeds: list[Any] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    repeats: list[Path] = field(default_factory=list)  # reruns of a seed, not counted
 
     def mean(self, metric: str) -> float:
         values = self.values.get(metric, [])
@@ -105,13 +106,23 @@ def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
 
 
 def summarize(runs: list[Run]) -> list[Row]:
-    """Group runs by every identifying field but the seed."""
+    """Group runs by every identifying field but the seed. A seed run more than once (the same
+    config, the same seed: a repeat, not a new sample) counts once, by its latest run; the
+    others are listed in the row's ``repeats``."""
     rows: dict[tuple, Row] = {}
     identities: dict[tuple, dict[str, Any]] = {}
-    for run in runs:
-        shown = tuple(run.fields.get(k) for k in KEY_FIELDS)
-        key = (shown, json.dumps(run.identity, sort_keys=True, default=str))
+    latest: dict[tuple, Run] = {}
+    repeats: dict[tuple, list[Path]] = defaultdict(list)
+    for run in sorted(runs, key=_finished_at):
+        key = _row_key(run)
+        earlier = latest.get((key, repr(run.fields.get("seed"))))
+        if earlier is not None:
+            repeats[key].append(earlier.folder)
+        latest[(key, repr(run.fields.get("seed")))] = run
+    for run in latest.values():
+        key = _row_key(run)
         row = rows.setdefault(key, Row({k: run.fields.get(k) for k in KEY_FIELDS}))
+        row.repeats = sorted(repeats[key])
         identities[key] = run.identity
         row.seeds.append(run.fields.get("seed"))
         for metric, value in run.metrics.items():
@@ -124,6 +135,19 @@ def summarize(runs: list[Run]) -> list[Row]:
         )
 
     return sorted(rows.values(), key=order)
+
+
+def _row_key(run: Run) -> tuple:
+    shown = tuple(run.fields.get(k) for k in KEY_FIELDS)
+    return (shown, json.dumps(run.identity, sort_keys=True, default=str))
+
+
+def _finished_at(run: Run) -> float:
+    """When the run wrote its summary (its ``metrics.json``)."""
+    try:
+        return (run.folder / METRICS_FILE).stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _name_hidden_differences(rows: dict[tuple, Row], identities: dict[tuple, dict]) -> None:

@@ -134,6 +134,14 @@ def markdown(
         seeds = ",".join(str(s) for s in sorted(row.seeds, key=str))
         cells += [str(len(row.seeds)), seeds, *(format_value(row, m) for m in columns)]
         lines.append("| " + " | ".join(cells) + " |")
+    repeated = [folder for row in rows for folder in row.repeats]
+    if repeated:
+        lines += [
+            "",
+            f"{len(repeated)} rerun(s) of a seed already run with the same config are not "
+            "counted as seeds (each seed counts once, by its latest run): "
+            + ", ".join(str(folder) for folder in repeated),
+        ]
     lines += published_comparison(rows, methods)
     lines += paired_differences(rows, methods.label)
     lines += curves or []

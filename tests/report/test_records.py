@@ -6,6 +6,7 @@ import pytest
 
 from lnl_lightning.errors import ConfigError, DataError
 from lnl_lightning.records.folder import write_error
+from lnl_lightning.report.cli import write_report
 from lnl_lightning.report.records import collect, summarize
 
 
@@ -52,6 +53,23 @@ def test_jobs_without_results_are_listed_failed_or_still_going(run_at, tmp_path)
     status = {job["folder"]: (job["status"], job["error"]) for job in incomplete}
     assert status[str(going)] == ("running or stopped", "")
     assert status[str(failed)][0] == "failed" and "color_var" in status[str(failed)][1]
+
+
+def test_a_rerun_of_the_same_seed_is_a_repeat_not_a_new_seed(run_at, tmp_path):
+    import os
+
+    first = run_at("first", "seed=0", metrics={"test/acc": 0.40})
+    again = run_at("again", "seed=0", metrics={"test/acc": 0.50})
+    run_at("other", "seed=1", metrics={"test/acc": 0.70})
+    os.utime(first / "metrics.json", (1, 1))  # finished first
+    rows = summarize(collect(tmp_path / "runs")[0])
+    assert len(rows) == 1
+    row = rows[0]
+    assert sorted(row.seeds) == [0, 1] and row.repeats == [first]
+    assert sorted(row.values["test/acc"]) == [0.50, 0.70]  # seed 0 by its latest run
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    assert "| 2 | 0,1 |" in text and "1 rerun(s) of a seed" in text and str(first) in text
+    assert again.is_dir()
 
 
 def test_a_sweep_job_refused_before_its_records_began_is_listed_refused_with_its_reason(
