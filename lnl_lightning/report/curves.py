@@ -65,6 +65,7 @@ SERIES_FIELDS = {
     "train_split": "train {}",
     "task": "task {}",
     "settings": "{}",
+    "epochs": "{} epochs",  # runs of different lengths are different curves, not averaged
 }
 
 
@@ -73,7 +74,7 @@ def curve_series(runs: list[Run], label: Callable[[str], str] = str) -> CurveSer
 
     A series is one method and start (scratch or warm) at one sigma^2, and one value of every
     other identifying field that varies among that method's runs (lambda, mu, settings, ...),
-    so that only seeds are averaged; runs of other lengths share a series (epoch by epoch).
+    so that only seeds are averaged; runs of different lengths are different series.
     """
     by_folder = {folder_key(run.folder): run for run in runs}
     curves = [(run, curve) for run in runs if (curve := epoch_curve(run.folder))]

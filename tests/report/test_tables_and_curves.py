@@ -78,3 +78,11 @@ def test_a_warm_started_run_continues_its_sources_epoch_count(run_at, tmp_path):
     table = curve_table(series)
     assert "| epochs | LNL warm-started, σ²=0.02 | baseline, σ²=0.02 |" in table
     assert "| 3 | 0.8000 | – |" in table and "| 1 | – | 0.2000 |" in table
+
+
+def test_runs_of_different_lengths_are_different_curves_not_one_average(run_at, tmp_path):
+    run_at("short", "seed=0", metrics={"test/acc": 0.3}, epochs=2, curve=[{"test/acc": 0.2}] * 2)
+    run_at("long", "seed=1", metrics={"test/acc": 0.5}, epochs=4, curve=[{"test/acc": 0.4}] * 4)
+    series = curve_series(collect(tmp_path / "runs")[0], Methods().label)
+    assert series["LNL, 2 epochs, σ²=0.02"][1] == {"test/acc": pytest.approx(0.2)}
+    assert series["LNL, 4 epochs, σ²=0.02"][1] == {"test/acc": pytest.approx(0.4)}
