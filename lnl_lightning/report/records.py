@@ -142,6 +142,25 @@ def _row_key(run: Run) -> tuple:
     return (shown, json.dumps(run.identity, sort_keys=True, default=str))
 
 
+def readable_settings(identity: dict[str, Any], names: list[str]) -> str:
+    """``key=value`` for the settings ``names`` in ``identity``, as a reader knows them: a
+    group of nested keys (``trainer.strategy._target_``, ``...process_group_backend``) as its
+    one choice (``trainer.strategy=DDPStrategy``), and keys this run does not set left out."""
+    parts: dict[str, str] = {}
+    for name in names:
+        value = identity.get(name)
+        if value is None:
+            continue
+        group, _, leaf = name.rpartition(".")
+        if leaf == "_target_":
+            parts[group] = str(value).rsplit(".", 1)[-1]
+        elif group in parts or any(n == f"{group}._target_" for n in names):
+            continue  # a nested setting of a choice already named
+        else:
+            parts[name] = str(value)
+    return " ".join(f"{k}={v}" for k, v in parts.items())
+
+
 def _finished_at(run: Run) -> float:
     """When the run wrote its summary (its ``metrics.json``)."""
     try:
@@ -161,6 +180,6 @@ def _name_hidden_differences(rows: dict[tuple, Row], identities: dict[tuple, dic
         names = sorted({name for key in keys for name in identities[key]})
         varying = [n for n in names if len({repr(identities[k].get(n)) for k in keys}) > 1]
         for key in keys:
-            extra = " ".join(f"{n}={identities[key].get(n)}" for n in varying)
+            extra = readable_settings(identities[key], varying)
             own = rows[key].fields.get("settings")
             rows[key].fields["settings"] = " ".join(x for x in (own, extra) if x)

@@ -72,6 +72,17 @@ def test_a_rerun_of_the_same_seed_is_a_repeat_not_a_new_seed(run_at, tmp_path):
     assert again.is_dir()
 
 
+def test_runs_on_one_and_on_two_processes_differ_in_words_a_reader_knows(run_at, tmp_path):
+    run_at("one", metrics={"test/acc": 0.5})
+    run_at("two", "trainer=ddp_cpu", metrics={"test/acc": 0.6})
+    rows = summarize(collect(tmp_path / "runs")[0])
+    settings = sorted(row.fields["settings"] for row in rows)
+    assert settings == [
+        "trainer.devices=1 trainer.strategy=auto",
+        "trainer.devices=2 trainer.strategy=DDPStrategy",
+    ]
+
+
 def test_a_sweep_job_refused_before_its_records_began_is_listed_refused_with_its_reason(
     run_at, tmp_path
 ):
