@@ -27,6 +27,7 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[Any, Any]:
         f"(or any torchvision mirror) into that folder, or point data.data_dir at the folder "
         f"that holds MNIST/raw/."
     )
+    extract_archives(raw)
     check_idx_files(raw, download)
     try:
         return (
@@ -48,6 +49,33 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[Any, Any]:
         ) from err
     except OSError as err:
         raise DataNotFoundError(f"MNIST could not be read ({err}). {how}") from err
+
+
+def extract_archives(raw: Path) -> None:
+    """Each of the four files present only as its ``.gz`` archive: decompressed beside it (as
+    torchvision does when it downloads them), so the archives work with data.download=false."""
+    import gzip
+    import shutil
+
+    from lnl_lightning.records.files import write_atomic
+
+    for name in MNIST_FILES:
+        archive = raw / f"{name}.gz"
+        if (raw / name).is_file() or not archive.is_file():
+            continue
+
+        def extract(tmp: Path, archive: Path = archive) -> None:
+            with gzip.open(archive, "rb") as source, open(tmp, "wb") as target:
+                shutil.copyfileobj(source, target)
+
+        try:
+            write_atomic(raw / name, extract)
+        except (OSError, EOFError) as err:
+            raise DataError(
+                f"{archive} could not be decompressed into {raw / name} ({err}): check that "
+                f"the archive is whole and that {raw} is writable, or put the decompressed "
+                f"file there yourself"
+            ) from err
 
 
 def damaged_mnist_file(raw: Path) -> Path | None:

@@ -473,3 +473,22 @@ def test_the_first_data_of_the_repository_reproduce_bit_for_bit(mnist_dir):
     colors = (REBIAS[train.targets] + math.sqrt(0.02) * noise).clamp(0, 1)
     expected = (train.data.float()[:, None] * colors[:, :, None, None]).round().to(torch.uint8)
     assert torch.equal(dm.generate()["train"][0], expected[fit])
+
+
+def test_the_gz_archives_alone_work_without_download(tmp_path):
+    import gzip
+
+    from ..helpers.fixtures import make_mnist
+
+    plain = make_mnist(tmp_path / "plain", num_train=50, num_test=20) / "MNIST" / "raw"
+    raw = tmp_path / "archives" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in plain.iterdir():  # as downloaded from the MNIST page: only the .gz files
+        (raw / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    dm = ColoredMNISTDataModule(data_dir=str(tmp_path / "archives"), download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (raw / "train-images-idx3-ubyte").read_bytes() == (
+        plain / "train-images-idx3-ubyte"
+    ).read_bytes()
+    assert len(dm.train_dataloader().dataset) > 0
