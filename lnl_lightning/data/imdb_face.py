@@ -85,14 +85,31 @@ def birth_year(dob: np.ndarray) -> np.ndarray:
 
 def read_imdb_mat(mat_path: Path, min_face_score: float) -> dict[str, np.ndarray]:
     """Filtered faces of ``imdb.mat``: ``{"path", "age", "gender"}`` arrays."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat, whosmat
 
     try:
         record = loadmat(
             str(mat_path), squeeze_me=True, struct_as_record=True, variable_names=["imdb"]
-        )["imdb"]
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"could not read the struct 'imdb' from {mat_path}: {err}") from err
+        ).get("imdb")
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"{mat_path} is not a readable MATLAB file ({err}): use imdb_crop/imdb.mat from "
+            f"IMDB-WIKI's faces-only archive"
+        ) from err
+    if record is None:
+        held = ", ".join(name for name, _, _ in whosmat(str(mat_path))) or "nothing"
+        raise DataError(
+            f"{mat_path} has no variable 'imdb' (it holds: {held}): this is not IMDB-WIKI's "
+            f"imdb.mat (wiki.mat is the Wikipedia half); use imdb_crop/imdb.mat"
+        )
+    names = record.dtype.names or ()
+    needed = ("full_path", "face_score", "second_face_score", "gender", "photo_taken", "dob")
+    missing = [name for name in needed if name not in names]
+    if missing:
+        raise DataError(
+            f"{mat_path}: the struct 'imdb' has no field(s) {', '.join(missing)} (it has: "
+            f"{', '.join(names) or 'none'}); use IMDB-WIKI's original imdb_crop/imdb.mat"
+        )
 
     def field(name: str) -> np.ndarray:
         return np.atleast_1d(record[name].item())

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +100,10 @@ class Source:
                 ),
             }
         if mnist is None:
-            raise SystemExit("--data-dir must hold MNIST/raw/ to inspect generated data")
+            raise SystemExit(
+                "error: generated data needs MNIST: give --data-dir (or LNL_DATA_DIR) the folder "
+                "holding MNIST/raw/"
+            )
         generator = ColoredMNISTDataModule(
             data_dir="unused", color_var=color_var, seed=seed, download=False, **self.settings
         )
@@ -224,19 +229,30 @@ def save_samples(splits: dict[str, Split], path: Path, per_digit: int = 8) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lnl_lightning.data.inspect", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--source", action="append", help="generate[:key=value,...] or arrays:DIR")
     parser.add_argument("--color-vars", type=float, nargs="+", default=[0.02, 0.03, 0.05])
-    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("LNL_DATA_DIR", "data"),
+        help="the folder holding MNIST/raw/ (default: LNL_DATA_DIR, else data)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="data.seed of the generated data")
     parser.add_argument("--out", type=Path, help="write inspect.md and sample grids here")
     parser.add_argument("--write-palette", type=Path, help="a data.palette file from the arrays")
     args = parser.parse_args(argv)
     sources = [Source.parse(s) for s in args.source or DEFAULT_SOURCES]
+    data_dir = Path(args.data_dir).expanduser().resolve()
     try:
-        mnist = load_mnist(Path(args.data_dir).expanduser().resolve(), download=False)
+        mnist = load_mnist(data_dir, download=False)
     except FileNotFoundError:
         mnist = None  # the arrays alone can be inspected
+        print(
+            f"MNIST not found in {data_dir / 'MNIST' / 'raw'} (--data-dir, or LNL_DATA_DIR)",
+            file=sys.stderr,
+        )
     results = {}
     for source in sources:
         for color_var in args.color_vars:

@@ -96,3 +96,17 @@ def test_cli_writes_tables_grids_and_a_palette_the_data_module_reads(tmp_path, m
     dm = ColoredMNISTDataModule(data_dir=str(mnist_dir), palette=str(palette))
     assert dm.palette.shape == (10, 3) and dm.palette.min() >= 0 and dm.palette.max() <= 1
     assert "wrote" in capsys.readouterr().out
+
+
+def test_inspect_reads_lnl_data_dir_and_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    from lnl_lightning.data import inspect as inspect_module
+
+    monkeypatch.setenv("LNL_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit) as stopped:
+        inspect_module.main(["--color-vars", "0.02"])
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in err and "LNL_DATA_DIR" in err
+    assert "--data-dir (or LNL_DATA_DIR)" in str(stopped.value)
+    with pytest.raises(SystemExit):
+        inspect_module.main(["--help"])
+    assert "usage: python -m lnl_lightning.data.inspect" in capsys.readouterr().out

@@ -204,6 +204,21 @@ def test_imdb_uses_the_official_labels_when_present(imdb_dir, tmp_path):
     assert sorted(names(dm.splits["test"])) == sorted(p.split("/")[-1] for p in files[60:])
 
 
+def test_a_mat_file_that_is_not_imdbs_is_named_with_what_it_holds(tmp_path):
+    from scipy.io import savemat
+
+    from lnl_lightning.data.imdb_face import read_imdb_mat
+
+    wiki = tmp_path / "wiki.mat"
+    savemat(wiki, {"wiki": {"full_path": np.array(["a.jpg"], dtype=object)}})
+    with pytest.raises(DataError, match=r"no variable 'imdb' \(it holds: wiki\)"):
+        read_imdb_mat(wiki, 1.0)
+    partial = tmp_path / "imdb.mat"
+    savemat(partial, {"imdb": {"full_path": np.array(["a.jpg"], dtype=object)}})
+    with pytest.raises(DataError, match=r"no field\(s\) face_score, second_face_score"):
+        read_imdb_mat(partial, 1.0)
+
+
 def test_imdb_missing_metadata(tmp_path):
     with pytest.raises(DataNotFoundError, match="imdb.mat"):
         IMDBFaceDataModule(str(tmp_path), **SMALL).prepare_data()

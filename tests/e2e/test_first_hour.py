@@ -193,3 +193,10 @@ def test_a_quick_run_prints_only_what_is_meant_for_the_user(tmp_path, mnist_dir)
         cwd=tmp_path,
     )
     assert "GPU available" in loud.stdout + loud.stderr
+
+
+def test_help_names_the_package_and_its_first_run(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("lnl_lightning: Learning Not to Learn")
+    assert "powered by Hydra" not in result.stdout and "debug=fast" in result.stdout
