@@ -28,7 +28,10 @@ SWEEPS = sorted(
 
 
 def job_dirs(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.rglob(".hydra") if p.parent.name.isdigit())
+    """A multirun's job folders: each holds its .hydra/ once its checks passed, or only the
+    error.json of a job refused before that."""
+    marks = [*root.rglob(".hydra"), *root.rglob("error.json")]
+    return sorted({p.parent for p in marks if p.parent.name.isdigit()})
 
 
 @pytest.fixture(scope="module")

@@ -133,8 +133,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file(tmp_path, monkeypatc
     writer.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
 
     def disk_full(checkpoint, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"PK\x03\x04 half a checkpoint")
+        f.write(b"PK\x03\x04 half a checkpoint")  # the writer gives torch.save an open file
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
