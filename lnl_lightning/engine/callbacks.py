@@ -199,6 +199,7 @@ class CheckpointOnInterrupt(pl.Callback):
     def __init__(self) -> None:
         self.requeue = False
         self._previous_handlers: dict[int, Any] = {}
+        self._stop_requested = False  # under DDP: a SIGTERM reached this process
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or threading.current_thread() is not threading.main_thread():
@@ -211,6 +212,40 @@ class CheckpointOnInterrupt(pl.Callback):
             self._previous_handlers[signal.SIGUSR1] = signal.signal(
                 signal.SIGUSR1, self._on_time_limit
             )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Under DDP, SIGTERM without a collective inside the signal handler.
+
+        Lightning's own handler broadcasts from inside the handler, once per signal received,
+        and a rank that received one stops at the end of its batch on its own; when rank 0
+        forwards the signal to processes the scheduler signalled too, the ranks' collectives
+        stop matching and the run hangs, saving nothing. Here the handler only records the
+        signal (rank 0 forwards it once); after each batch every rank learns whether any rank
+        was signalled (one all-reduce), so all stop after the same batch and save together.
+        """
+        self._stop_requested = False
+        if trainer.world_size < 2 or threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            if not self._stop_requested and trainer.strategy.launcher is not None:
+                trainer.strategy.launcher.kill(signum)  # rank 0's child processes, once
+            self._stop_requested = True
+
+        self._previous_handlers.setdefault(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if trainer.world_size < 2:
+            return
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(self._stop_requested)], device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item():  # every rank stops after this batch (Lightning raises at its end)
+            trainer._signal_connector.received_sigterm = True
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for signum, handler in self._previous_handlers.items():

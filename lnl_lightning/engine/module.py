@@ -162,6 +162,8 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
         # CUDA graph replays the writes): the epoch's sums (TRAIN_SUMS), the first batch whose
         # loss terms (LOSS_TERMS) were not finite (-1: none yet), the batches trained.
         self.register_buffer("train_sums", torch.zeros(k, len(TRAIN_SUMS), dtype=torch.float64))
+        self._sums_are_global = False  # True from an epoch's end to the next one's start
+        self._sums_are_global = False  # True from an epoch's end to the next one's start
         self.register_buffer("first_bad", torch.full((k, len(LOSS_TERMS)), -1, dtype=torch.long))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self._init_evaluation(bias_spec, stages)
@@ -387,11 +389,13 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
 
     def on_train_epoch_start(self) -> None:
         self.reset_train_sums()  # not called in an epoch resumed mid-way: its sums come back
+        self._sums_are_global = False
 
     def on_train_epoch_end(self) -> None:
         self._stop_if_diverged()  # before the checkpoint callbacks run
         # the epoch's sums over every process: what its checkpoint holds, equal on all ranks
         self.train_sums.copy_(self._global_train_sums())
+        self._sums_are_global = True
         if (
             not self.packed
         ):  # a pack's members' means go to their own runs (lnl_lightning.records.members)
@@ -406,8 +410,17 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._stop_if_diverged()  # whoever saves: never NaN weights over a good checkpoint
         checkpoint["rng_states"] = rng_states()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every rank saves (rank 0 writes): mid-epoch, the sums so far over all processes
+            state = checkpoint["state_dict"]
+            if not self._sums_are_global and "train_sums" in state:
+                state["train_sums"] = self._global_train_sums().to(state["train_sums"].device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         upgrade_checkpoint(checkpoint)  # one written before the engine's per-member sums
+        state = checkpoint.get("state_dict", {})
+        if self._trainer is not None and self.trainer.global_rank > 0 and "train_sums" in state:
+            # the saved sums are every process's: rank 0 carries them on, the others add theirs
+            state["train_sums"] = torch.zeros_like(state["train_sums"])
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])

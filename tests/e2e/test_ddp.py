@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from hydra import compose, initialize_config_module
 
 from lnl_lightning.config import CONFIG_MODULE
 
-from ..helpers.cli import run_ok
+from ..helpers.cli import batches_into_epoch, run_cli, run_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,3 +176,50 @@ def test_local_multirun_with_ddp_spawn(tmp_path, mnist_dir):
     )
     assert len(list(tmp_path.rglob("metrics.json"))) == 2
     assert len(list(tmp_path.rglob("group_acc_test.png"))) == 2
+
+
+@pytest.mark.slow  # three two-process runs (make test-slow, run by CI)
+def test_sigterm_under_ddp_saves_every_process_sums_and_resumes_as_if_never_stopped(
+    tmp_path, mnist_dir
+):
+    """Every process signalled in the middle of epoch 1 (as a scheduler does; rank 0 also
+    forwards it): the run stops after one batch on all ranks, saves, exits 143, and resumed,
+    logs the epoch's training means an unstopped run logs (the checkpoint holds both
+    processes' sums, not rank 0's)."""
+    common = [
+        "experiment=colored_mnist",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false",
+        f"data.data_dir={mnist_dir}",
+        "data.batch_size=16",
+    ]
+    stopped_dir, straight_dir = tmp_path / "stopped", tmp_path / "straight"
+    kill = [
+        "+callbacks.kill._target_=tests.helpers.signal_callback.SignalAtBatch",
+        "+callbacks.kill.epoch=1",
+        "+callbacks.kill.batch=5",
+    ]
+    stopped = run_cli(*common, *kill, f"hydra.run.dir={stopped_dir}", cwd=tmp_path)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    saved = torch.load(stopped_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    done = batches_into_epoch(saved)  # the signalled batch, or the one after it
+    assert done in (6, 7)
+    images = saved["state_dict"]["train_sums"][0, 3].item()
+    assert images == 2 * done * 16  # the batches of 16 of both processes, not rank 0's alone
+    run_ok(*common, "ckpt_path=last", f"hydra.run.dir={stopped_dir}", cwd=tmp_path)
+    run_ok(*common, f"hydra.run.dir={straight_dir}", cwd=tmp_path)
+
+    def epoch_1(folder: Path) -> dict[str, str]:
+        rows = [
+            row
+            for log in sorted(folder.glob("csv/version_*/metrics.csv"))
+            for row in csv.DictReader(log.open())
+            if row.get("train/acc") and row["epoch"] == "1"
+        ]
+        assert len(rows) == 1
+        return {k: v for k, v in rows[0].items() if k.startswith("train/") and "per_s" not in k}
+
+    assert epoch_1(stopped_dir) == epoch_1(straight_dir)
