@@ -126,7 +126,46 @@ def write_error_if_possible(out_dir: Path, err: BaseException) -> None:
 def cli() -> None:
     """The ``lnl-lightning`` command and ``python -m lnl_lightning``."""
     survive_broken_pipes()  # before Hydra configures logging: its handlers then write safely
-    main()
+    try:
+        main()
+    except SystemExit as stopped:
+        if stopped.code == 1:  # Hydra could not compose the command: a mistyped key?
+            for hint in key_suggestions(sys.argv[1:]):
+                print(hint, file=sys.stderr)
+        raise
+
+
+def key_suggestions(arguments: list[str], config_name: str = "train") -> list[str]:
+    """``did you mean`` lines for the overrides whose key the composed config lacks."""
+    import difflib
+
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    groups = [o for o in overrides if "." not in o.split("=", 1)[0]]  # experiment=..., data=...
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name, overrides=groups)
+    except Exception:  # noqa: BLE001 - the group itself is wrong: Hydra has said which
+        return []
+    hints = []
+    for override in overrides:
+        key, value = override.split("=", 1)
+        if key.startswith(("+", "~")) or "." not in key or key.startswith("hydra."):
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, throw_on_missing=False)
+        if not isinstance(parent, DictConfig) or leaf in parent:
+            continue
+        close = difflib.get_close_matches(leaf, [str(k) for k in parent], n=1, cutoff=0.6)
+        if close:
+            hints.append(f"did you mean {parent_key}.{close[0]}={value} ?")
+        else:
+            hints.append(f"{parent_key} has no key {leaf}; its keys: {', '.join(map(str, parent))}")
+    return hints
 
 
 if __name__ == "__main__":

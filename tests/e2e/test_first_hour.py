@@ -200,3 +200,9 @@ def test_help_names_the_package_and_its_first_run(tmp_path):
     assert result.returncode == 0
     assert result.stdout.startswith("lnl_lightning: Learning Not to Learn")
     assert "powered by Hydra" not in result.stdout and "debug=fast" in result.stdout
+
+
+def test_a_mistyped_key_gets_a_did_you_mean(tmp_path):
+    result = run_cli("experiment=colored_mnist", "model.lamda_=0.1", "debug=fast", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "did you mean model.lambda_=0.1 ?" in result.stderr
