@@ -7,6 +7,7 @@ import fcntl
 import json
 import signal
 
+import pytest
 import torch
 
 from ..helpers.cli import batches_into_epoch, run_cli, run_ok
@@ -111,6 +112,7 @@ def test_a_full_disk_while_checkpointing_names_it_and_keeps_what_was_written(tmp
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # no half-written file left
 
 
+@pytest.mark.slow  # three runs (make test-slow, run by CI)
 def test_a_finished_run_is_not_resumed_and_a_resumed_one_counts_all_its_time(tmp_path, mnist_dir):
     run_dir = tmp_path / "run"
     command = ["debug=fast", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}"]
@@ -136,6 +138,7 @@ def test_a_finished_run_is_not_resumed_and_a_resumed_one_counts_all_its_time(tmp
     assert longer.returncode == 0
 
 
+@pytest.mark.slow  # a run and two evaluations (make test-slow, run by CI)
 def test_eval_reads_the_runs_own_config_and_the_command_line_still_applies(tmp_path, mnist_dir):
     run_dir = tmp_path / "run"
     data = f"data.data_dir={mnist_dir}"
