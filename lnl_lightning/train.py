@@ -233,8 +233,8 @@ def train_runs(
     tested, ckpt = first.test_ckpt, None
     if tested == "best" and packed:
         load_best_members(model, [callbacks_best(callbacks, trainer, k) for k in range(len(cfgs))])
-    elif tested == "best":
-        ckpt = "best"
+    elif tested == "best" and not one_epoch(first):
+        ckpt = "best"  # (of one epoch, the weights training ended with: ckpt None)
     # verbose=False: the final metrics are logged once, by the module, not in tables too
     trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     final = [dict(results) for results in model.member_results]
@@ -250,7 +250,12 @@ def train_runs(
                 method=folder.config.method,
                 task_name=folder.config.task_name,
                 tested_weights=tested,
-                best_checkpoint=callbacks_best(callbacks, trainer, k),
+                best_checkpoint=callbacks_best(callbacks, trainer, k)
+                or (
+                    str(folder.path / CHECKPOINTS / LAST_CHECKPOINT)
+                    if tested == "best" and one_epoch(first) and not packed
+                    else None
+                ),
                 epochs=trainer.current_epoch,
                 train_images_per_s=member_rate,
                 global_step=trainer.global_step,
@@ -315,13 +320,21 @@ def build_members(cfgs: list[DictConfig], datamodule: Any, packed: bool) -> Any:
 
 def run_callbacks(cfg: DictConfig, folders: list[RunFolder]) -> list[pl.Callback]:
     """``cfg.callbacks``, built, for an ordinary run."""
-    if without_validation(cfg) and cfg.callbacks.get("model_checkpoint") is not None:
-        # nothing to select by: last.ckpt holds the last epoch's weights (the official protocol)
+    if cfg.callbacks.get("model_checkpoint") is not None and (
+        without_validation(cfg) or one_epoch(cfg)
+    ):
+        # nothing to select by (the official protocol), or one candidate only (debug=fast):
+        # last.ckpt holds the weights the best checkpoint would, written once
         cfg.callbacks.model_checkpoint = None
     callbacks = [build(node) for node in cfg.callbacks.values() if node is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns the bar off
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return [RunFolders(folders), *callbacks]
+
+
+def one_epoch(cfg: DictConfig) -> bool:
+    """The run trains one epoch: its best weights by validation are its last."""
+    return cfg.trainer.get("max_epochs") == 1
 
 
 def pack_callbacks(cfg: DictConfig, folders: list[RunFolder], pack_dir: Path) -> list[pl.Callback]:

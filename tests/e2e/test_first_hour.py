@@ -188,6 +188,8 @@ def test_a_quick_run_prints_only_what_is_meant_for_the_user(tmp_path, mnist_dir)
     assert "Training lnl on ColoredMNIST" in lines[0]  # what trains, and where its records go
     # the config tree on request; it is always in the run folder
     assert (tmp_path / "quiet" / "config_resolved.yaml").is_file()
+    # one epoch, one checkpoint: its best weights are its last (a ResNet's is 93 MB)
+    assert [p.name for p in (tmp_path / "quiet" / "checkpoints").iterdir()] == ["last.ckpt"]
     # Lightning's own lines when asked for with Hydra's switch
     loud = run_ok(
         *data,
