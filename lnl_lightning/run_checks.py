@@ -57,12 +57,12 @@ def check_config(cfg: DictConfig) -> None:
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
-    if cfg.ckpt_path:
-        path = resume_path(cfg)
+    path = resume_path(cfg)
+    if path is not None:
         check_fits(load_checkpoint(path, "ckpt_path"), cfg.method, path, "ckpt_path", resume=True)
-    check_same_run(cfg, Path(cfg.paths.output_dir))
-    if cfg.ckpt_path:
-        check_not_finished(cfg, resume_path(cfg))
+    check_same_run(cfg, Path(cfg.paths.output_dir))  # before: another config is the first news
+    if path is not None:
+        check_not_finished(cfg, path)
 
 
 def check_not_finished(cfg: DictConfig, checkpoint: Path) -> None:
@@ -70,13 +70,6 @@ def check_not_finished(cfg: DictConfig, checkpoint: Path) -> None:
     of testing it again and rewriting its ``metrics.json``."""
     folder = Path(cfg.paths.output_dir)
     summary = read_summary(folder) if (folder / METRICS_FILE).is_file() else None
-    limit = cfg.trainer.get("limit_train_batches")
-    if isinstance(limit, int | float) and limit == 0:
-        raise ConfigError(
-            f"trainer.limit_train_batches={limit} trains nothing (the run would test its "
-            f"initial weights and record them as trained): give a positive number of batches "
-            f"or a fraction, or test a checkpoint with python -m lnl_lightning.eval ckpt_path=..."
-        )
     max_epochs = cfg.trainer.get("max_epochs")
     if summary is None or summary.is_evaluation or max_epochs in (None, -1):
         return
