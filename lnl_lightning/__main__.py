@@ -26,6 +26,7 @@ from lnl_lightning.records.folder import (
     is_empty_folder,
     write_error,
 )
+from lnl_lightning.run_checks import check_settings
 from lnl_lightning.streams import survive_broken_pipes
 
 log = logging.getLogger("lnl_lightning")
@@ -46,13 +47,6 @@ def main(cfg: DictConfig) -> float:
     In a multirun a failed job is recorded in its folder (``error.json``) and the sweep
     goes on with the next job.
     """
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-    from lnl_lightning.quiet import quiet_libraries
-    from lnl_lightning.train import run  # heavy imports after Hydra has parsed the command line
-
-    quiet_libraries(HydraConfig.get().verbose)  # after Lightning's import has set its levels
-
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     command = CommandRecord.capture(cfg)
     continue_with = command.resume_command(out_dir) if command else "the same command"
@@ -64,9 +58,16 @@ def main(cfg: DictConfig) -> float:
         began.append(True)
 
     try:
+        check_settings(cfg)  # a mistake in the config alone is refused before torch is imported
+        from lnl_lightning.quiet import quiet_libraries
+        from lnl_lightning.train import run
+
+        quiet_libraries(HydraConfig.get().verbose)  # after Lightning's import has set its levels
         with run_lock(out_dir):
             metrics = run(cfg, begin=begin)
-    except SIGTERMException:
+    except SystemExit as stopped:
+        if not stopped_by_signal(stopped):
+            raise
         from lnl_lightning.engine import callbacks
 
         signum = callbacks.STOPPED_BY or signal.SIGTERM
@@ -99,6 +100,12 @@ def main(cfg: DictConfig) -> float:
         log.warning("optimized_metric '%s' was not logged", cfg.optimized_metric)
         return math.nan
     return value
+
+
+def stopped_by_signal(stopped: SystemExit) -> bool:
+    """Lightning's ``SIGTERMException`` (a SystemExit), which it raises only once loaded."""
+    exceptions = sys.modules.get("pytorch_lightning.utilities.exceptions")
+    return exceptions is not None and isinstance(stopped, exceptions.SIGTERMException)
 
 
 def disk_full(err: OSError, out_dir: Path, continue_with: str) -> DiskFull:

@@ -23,6 +23,7 @@ from lnl_lightning.schemas import (
     check_booleans,
     field_type,
     locate,
+    remember_fields,
     schema_name,
     schema_of,
     targets_in,
@@ -172,7 +173,9 @@ def register_configs() -> None:
     store.store(name="trainer_schema", node=TrainerSchema)
     store.store(name="perf_schema", node=PerfSchema)
     # each component the group yaml files build: its constructor's settings (schemas.py)
-    for target, keys in targets_in(CONFIG_DIR).items():
+    targets = targets_in(CONFIG_DIR)
+    remember_fields(CONFIG_DIR, targets)  # from the disk cache: no torch to import
+    for target, keys in targets.items():
         store.store(name=schema_name(target), node=schema_of(target, keys))
 
 

@@ -17,7 +17,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError
-from lnl_lightning.records.checkpoints import check_fits, check_networks, load_checkpoint
 from lnl_lightning.records.folder import (
     CONFIG_FILE,
     EVALUATION,
@@ -44,15 +43,11 @@ def evaluate(cfg: DictConfig, command: CommandRecord | None = None) -> dict[str,
 
     from lnl_lightning.config import build
     from lnl_lightning.engine.loggers import build_loggers, finish_loggers
+    from lnl_lightning.records.checkpoints import check_fits, check_networks, load_checkpoint
     from lnl_lightning.run_checks import check_devices, describe_networks, without_validation
     from lnl_lightning.train import build_model
 
-    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
-        raise ConfigError(
-            "ckpt_path=<checkpoint file> is required: the checkpoint to evaluate, e.g. a run's "
-            "checkpoints/last.ckpt"
-        )
-    checkpoint = Path(str(cfg.ckpt_path)).expanduser()
+    checkpoint = checkpoint_named(cfg)
     saved = load_checkpoint(checkpoint, "ckpt_path")  # a clear error for a damaged file
     check_fits(saved, cfg.method, checkpoint, "ckpt_path", resume=False)
     check_devices(cfg.trainer)
@@ -88,6 +83,19 @@ def evaluate(cfg: DictConfig, command: CommandRecord | None = None) -> dict[str,
         log.info("Metrics written to %s", out_dir / METRICS_FILE)
     finish_loggers(loggers, metrics)
     return metrics
+
+
+def checkpoint_named(cfg: DictConfig) -> Path:
+    """The file ``ckpt_path`` names, or the error saying it is missing (no torch needed)."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError(
+            "ckpt_path=<checkpoint file> is required: the checkpoint to evaluate, e.g. a run's "
+            "checkpoints/last.ckpt"
+        )
+    checkpoint = Path(str(cfg.ckpt_path)).expanduser()
+    if not checkpoint.is_file():
+        raise ConfigError(f"ckpt_path must be a checkpoint file, but {checkpoint} does not exist")
+    return checkpoint
 
 
 # Keys that are the evaluation's own, never the training run's: where it writes, what it tests.
@@ -132,15 +140,17 @@ def run_config(composed: DictConfig, overrides: list[str]) -> DictConfig:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    import pytorch_lightning  # noqa: F401 - sets its loggers' levels, which the next line lowers
     from hydra.core.hydra_config import HydraConfig
 
-    from lnl_lightning.quiet import quiet_libraries
-
-    quiet_libraries(HydraConfig.get().verbose)
     out_dir = Path(cfg.paths.output_dir)
     new_folder = is_empty_folder(out_dir)
     try:
+        checkpoint_named(cfg)  # the usual mistake, refused before torch is imported
+        import pytorch_lightning  # noqa: F401 - sets its loggers' levels, which the next line lowers
+
+        from lnl_lightning.quiet import quiet_libraries
+
+        quiet_libraries(HydraConfig.get().verbose)
         overrides = list(HydraConfig.get().overrides.task)
         evaluate(run_config(cfg, overrides), CommandRecord.capture(cfg))
     except (ConfigError, DataError) as err:

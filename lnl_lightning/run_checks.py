@@ -10,14 +10,27 @@ from omegaconf import DictConfig, ListConfig
 from lnl_lightning.config import TestCkpt
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.recipe_checks import check_recipe
-from lnl_lightning.records.checkpoints import check_fits, load_checkpoint
 from lnl_lightning.records.folder import METRICS_FILE, read_summary
-from lnl_lightning.records.identity import check_same_run
 from lnl_lightning.schemas import check_choice
 
 
 def check_config(cfg: DictConfig) -> None:
     """Checks on top-level keys that no component owns, made before any work."""
+    from lnl_lightning.records.checkpoints import check_fits, load_checkpoint
+    from lnl_lightning.records.identity import check_same_run
+
+    check_settings(cfg)
+    path = resume_path(cfg)
+    if path is not None:
+        check_fits(load_checkpoint(path, "ckpt_path"), cfg.method, path, "ckpt_path", resume=True)
+    check_same_run(cfg, Path(cfg.paths.output_dir))  # before: another config is the first news
+    if path is not None:
+        check_not_finished(cfg, path)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The checks of :func:`check_config` that need no run folder: made before Lightning is
+    imported (and all but the device count before torch), so such a mistake is refused at once."""
     check_recipe(cfg)
     if not str(cfg.optimized_metric).startswith(("val/", "train/")):
         raise ConfigError(
@@ -37,7 +50,6 @@ def check_config(cfg: DictConfig) -> None:
             "trainer=ddp_spawn does not work with logger=csv (Lightning's CSV logger loses its "
             "header across the spawned processes): use logger=tensorboard or logger=wandb"
         )
-    check_devices(cfg.trainer)
     perf = cfg.get("perf") or {}
     if perf.get("cuda_graph") and str(cfg.trainer.get("precision")) in ("16-mixed", "16"):
         # the captured step drives the raw optimizers: no loss scaler, float16 gradients underflow
@@ -57,12 +69,8 @@ def check_config(cfg: DictConfig) -> None:
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1: no limit), got {max_epochs}")
-    path = resume_path(cfg)
-    if path is not None:
-        check_fits(load_checkpoint(path, "ckpt_path"), cfg.method, path, "ckpt_path", resume=True)
-    check_same_run(cfg, Path(cfg.paths.output_dir))  # before: another config is the first news
-    if path is not None:
-        check_not_finished(cfg, path)
+    resume_path(cfg)  # ckpt_path=last names a file
+    check_devices(cfg.trainer)
 
 
 def check_not_finished(cfg: DictConfig, checkpoint: Path) -> None:

@@ -176,33 +176,102 @@ def schema_of(target: str, keys: frozenset[str] = frozenset()) -> type:
 
     ``keys`` are those the yaml files set (kept even where the type stays open, e.g. an
     optimizer factory); a parameter the run passes in (:data:`BUILT_BY_THE_RUN`) is left out.
-    A method that sets ``display`` gets it typed (:class:`Display`).
+    A method that sets ``display`` gets it typed (:class:`Display`). The fields come from
+    :func:`fields_of`, or from the disk cache :func:`remember_fields` filled.
     """
-    component = locate(target)
-    fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=target))]
-    for name, (parameter, annotation) in parameters(component).items():
-        default = parameter.default
-        if name in BUILT_BY_THE_RUN or (default is parameter.empty and name not in keys):
-            continue
-        kind = field_type(name, annotation)
-        if default is parameter.empty:
-            fields.append((name, kind, field(default="???")))
-        elif isinstance(default, (list, tuple)):
-            fields.append((name, kind, field(default_factory=lambda d=default: list(d))))
+    fields = KNOWN_FIELDS.get((target, keys)) or fields_of(target, keys)
+    made = [("_target_", str, field(default=target))]
+    for name, spec, default in fields:
+        kind = kind_of(name, spec)
+        if isinstance(default, list):
+            made.append((name, kind, field(default_factory=lambda d=default: list(d))))
+        elif kind is Display:
+            made.append((name, kind, field(default_factory=Display)))
         else:
-            if isinstance(kind, type) and issubclass(kind, Choice):
+            if isinstance(kind, type) and issubclass(kind, Choice) and default != "???":
                 default = kind(default)
-            fields.append((name, kind, field(default=default)))
-    if DISPLAY in keys:
-        fields.append((DISPLAY, Display, field(default_factory=Display)))
+            made.append((name, kind, field(default=default)))
     schema = make_dataclass(
-        f"{component.__name__}Schema",
-        fields,
+        f"{target.rpartition('.')[2]}Schema",
+        made,
         bases=(Schema,),
         namespace={"_made_by": (target, keys)},
     )
     schema.__module__ = __name__
     return schema
+
+
+# (target, keys) -> fields, read from the disk cache (schema_cache.py) instead of derived
+KNOWN_FIELDS: dict[tuple[str, frozenset[str]], list] = {}
+
+
+def fields_of(target: str, keys: frozenset[str] = frozenset()) -> list[list]:
+    """``[name, kind, default]`` of each schema field, in JSON terms (:func:`spec_of`).
+
+    Derived from the signature: this imports the component (and torch with it).
+    """
+    fields: list[list] = []
+    for name, (parameter, annotation) in parameters(locate(target)).items():
+        default = parameter.default
+        if name in BUILT_BY_THE_RUN or (default is parameter.empty and name not in keys):
+            continue
+        if default is parameter.empty:
+            default = "???"
+        elif isinstance(default, (list, tuple)):
+            default = list(default)
+        elif isinstance(default, enum.Enum):
+            default = default.value
+        fields.append([name, spec_of(field_type(name, annotation)), default])
+    if DISPLAY in keys:
+        fields.append([DISPLAY, "display", None])
+    return fields
+
+
+PRIMITIVE_NAMES = {kind.__name__: kind for kind in PRIMITIVES}
+
+
+def spec_of(kind: Any) -> Any:
+    """A field's type in JSON terms: ``"int"``, ``["optional", ...]``, ``["choice", ...]``."""
+    if kind is Display:
+        return "display"
+    if isinstance(kind, type) and issubclass(kind, Choice):
+        return ["choice", *(member.value for member in kind)]
+    if kind in PRIMITIVES:
+        return kind.__name__
+    inner = _optional_of(kind)
+    if inner is not None:
+        return ["optional", spec_of(inner)]
+    return "any"
+
+
+def kind_of(name: str, spec: Any) -> Any:
+    """The type :func:`spec_of` wrote, for the parameter ``name``."""
+    if spec == "display":
+        return Display
+    if isinstance(spec, list) and spec[0] == "choice":
+        return choice_of(name, tuple(spec[1:]))
+    if isinstance(spec, list) and spec[0] == "optional":
+        return Optional[kind_of(name, spec[1])]  # noqa: UP045 (runtime type)
+    return PRIMITIVE_NAMES.get(spec, Any)
+
+
+def remember_fields(conf_dir: Path, targets: dict[str, frozenset[str]]) -> None:
+    """Fill :data:`KNOWN_FIELDS` for ``targets`` from the disk cache, or derive them and write
+    the cache, so that the next command composes its config without importing torch."""
+    from lnl_lightning import schema_cache
+
+    cached = schema_cache.load(conf_dir) or {}
+    if not all(
+        isinstance(cached.get(t), dict) and frozenset(cached[t].get("keys", ())) == keys
+        for t, keys in targets.items()
+    ):
+        cached = {
+            target: {"keys": sorted(keys), "fields": fields_of(target, keys)}
+            for target, keys in targets.items()
+        }
+        schema_cache.save(conf_dir, cached)
+    for target, keys in targets.items():
+        KNOWN_FIELDS[target, keys] = cached[target]["fields"]
 
 
 def locate(target: str) -> Any:

@@ -27,13 +27,15 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.records.files import write_text_atomic, write_torch_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_FILE = "config_resolved.yaml"
 METRICS_FILE = "metrics.json"
