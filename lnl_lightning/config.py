@@ -144,6 +144,14 @@ class PerfSchema:
 
 
 @dataclass
+class SelectionSchema:
+    """The ``selection`` group: a named rule and the validation metric it maximises."""
+
+    name: str = MISSING
+    metric: str = MISSING
+
+
+@dataclass
 class TrainSchema:
     """Top-level keys of ``train.yaml`` (the groups are typed by their own schemas)."""
 
@@ -155,6 +163,7 @@ class TrainSchema:
     test_ckpt: TestCkptChoice = TestCkptChoice("last")
     print_config: bool = False
     optimized_metric: str = "val/acc"
+    selection: Any = MISSING
     data: Any = MISSING
     net: Any = MISSING
     model: Any = MISSING
@@ -172,6 +181,7 @@ def register_configs() -> None:
     # outside the groups, so that --help does not offer them as choices
     store.store(name="trainer_schema", node=TrainerSchema)
     store.store(name="perf_schema", node=PerfSchema)
+    store.store(name="selection_schema", node=SelectionSchema)
     # each component the group yaml files build: its constructor's settings (schemas.py)
     targets = targets_in(CONFIG_DIR)
     remember_fields(CONFIG_DIR, targets)  # from the disk cache: no torch to import

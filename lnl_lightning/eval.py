@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig, command: CommandRecord | None = None) -> dict[str,
     out_dir = Path(cfg.paths.output_dir)
     datamodule = build(cfg.data)
     pl.seed_everything(cfg.seed, workers=True)
-    model = build_model(cfg, datamodule.bias_spec, datamodule.test_names)
+    model = build_model(cfg, datamodule.bias_spec, datamodule.test_names, datamodule.val_names)
     check_networks(saved, model, checkpoint, "ckpt_path", describe_networks(cfg))
     callbacks = [build(cfg.callbacks.group_matrix)] if cfg.callbacks.get("group_matrix") else []
     loggers = build_loggers(cfg)

@@ -12,6 +12,7 @@ from lnl_lightning.errors import ConfigError
 from lnl_lightning.recipe_checks import check_recipe
 from lnl_lightning.records.folder import METRICS_FILE, read_summary
 from lnl_lightning.schemas import check_choice
+from lnl_lightning.selection import check_selection
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -32,12 +33,13 @@ def check_settings(cfg: DictConfig) -> None:
     """The checks of :func:`check_config` that need no run folder: made before Lightning is
     imported (and all but the device count before torch), so such a mistake is refused at once."""
     check_recipe(cfg)
-    if not str(cfg.optimized_metric).startswith(("val/", "train/")):
+    if str(cfg.optimized_metric).startswith("test"):
         raise ConfigError(
             f"optimized_metric must be a val/... (or train/...) metric, never a test one, "
             f"got '{cfg.optimized_metric}'"
         )
     check_choice("test_ckpt", cfg.test_ckpt, TestCkpt)
+    check_selection(cfg)
     if cfg.test_ckpt == "best" and without_validation(cfg):
         raise ConfigError(
             "test_ckpt=best selects by validation accuracy, but data.val_fraction=0 leaves no "

@@ -44,6 +44,7 @@ BUILT_BY_THE_RUN = frozenset(
         "bias_head",
         "bias_spec",
         "test_names",
+        "val_names",
         "make_networks",
     }
 )

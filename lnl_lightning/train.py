@@ -44,6 +44,7 @@ from lnl_lightning.run_checks import (
     resume_path,
     without_validation,
 )
+from lnl_lightning.selection import selection_rule
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,14 @@ def build_networks(net_cfg: DictConfig, spec: BiasSpec) -> dict[str, Any]:
     }
 
 
-def build_model(cfg: DictConfig, spec: BiasSpec, test_names: tuple[str, ...]) -> Any:
-    """The method's module (``cfg.model``) over f, g, h from ``cfg.net``.
+def build_model(
+    cfg: DictConfig,
+    spec: BiasSpec,
+    test_names: tuple[str, ...],
+    val_names: tuple[str, ...] = ("val",),
+) -> Any:
+    """The method's module (``cfg.model``) over f, g, h from ``cfg.net``, evaluated on the
+    data's validation and test splits (``val_names``, ``test_names``).
 
     Call after seeding: f, g, h are drawn first, then whatever the method builds itself
     (``make_networks`` builds more networks from the same ``net`` config, e.g. LfF's twin).
@@ -123,6 +130,7 @@ def build_model(cfg: DictConfig, spec: BiasSpec, test_names: tuple[str, ...]) ->
             **networks,
             bias_spec=spec,
             test_names=test_names,
+            val_names=val_names,
             make_networks=functools.partial(build_networks, cfg.net, spec),
         )
     except TypeError as err:
@@ -264,6 +272,7 @@ def train_runs(
                     clock.wall_time_s() if clock is not None else time.time() - started, 1
                 ),
                 config_path=str((folder.path / CONFIG_FILE).resolve()),
+                selection=selection_rule(OmegaConf.to_container(folder.config, resolve=True)),
                 pack=None
                 if not packed
                 else {
@@ -309,7 +318,9 @@ def build_members(cfgs: list[DictConfig], datamodule: Any, packed: bool) -> Any:
     members = []
     for cfg in cfgs:
         pl.seed_everything(cfg.seed, workers=True)  # the seed, then f, g, h
-        members.append(build_model(cfg, datamodule.bias_spec, datamodule.test_names))
+        members.append(
+            build_model(cfg, datamodule.bias_spec, datamodule.test_names, datamodule.val_names)
+        )
     if not packed:
         return members[0]
     from lnl_lightning.engine.packed import pack_runs

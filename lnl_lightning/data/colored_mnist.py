@@ -9,8 +9,11 @@ Protocol (``data.source=generate``, built from MNIST; :mod:`.mnist_colors` colou
   Binarised strokes: a pixel whose MNIST grey is > 128 gets the colour as ``int(x * 255)``, the
   rest is black (``stroke="intensity"``: pixel = round(grey x colour)). ``color_var`` is
   sigma^2; the paper's grid is 0.020 ... 0.050 (smaller sigma^2 = stronger bias).
-- Validation: a held-out part of the training set, coloured like training (biased).
-  Model selection uses only this split.
+- Validation: a held-out part of the training set (``val_fraction``), disjoint from test.
+  ``val_colors="train"``: coloured like training (biased; metrics ``val/...``).
+  ``"random"``: coloured like test, a palette entry drawn uniformly at random and independent
+  of the digit, with the training noise (unbiased; ``val_random/...``). ``"both"``: the same
+  held-out digits both ways, two validation sets. Model selection uses only these splits.
 - Test: the 10k MNIST test images; each gets a colour class drawn uniformly at random,
   independent of the digit, then the same noise. Accuracy on it is unbiased accuracy.
 
@@ -71,11 +74,13 @@ from lnl_lightning.data.sampling import ResumableLoader, run_seed
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.records.files import write_torch_atomic
 from lnl_lightning.schemas import check_choice
+from lnl_lightning.selection import VAL_NAMES
 
 log = logging.getLogger(__name__)
 
 Protocol = Literal["variance", "rebias"]
 Source = Literal["generate", "arrays"]
+ValColors = Literal["train", "random", "both"]  # the splits of each: selection.VAL_NAMES
 
 
 class ColoredImages(Dataset):
@@ -136,6 +141,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         rho: share of bias-aligned training images in the "rebias" protocol.
         batch_size: images per batch (per process).
         val_fraction: share of the training images held out for validation, in [0, 1).
+        val_colors: how the held-out images are coloured: "train" (like training: biased,
+            ``val/``), "random" (like test: unbiased, ``val_random/``) or "both" (each
+            held-out digit both ways: ``val/`` and ``val_random/``).
         seed: fixes colours and the train/val split, bit for bit.
         palette: "supplement", "rebias" or 10 RGB colours in [0, 255].
         color_noise: "resample" (a colour channel drawn outside (0, 1) is drawn again: a
@@ -179,6 +187,7 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         test_each_epoch: bool = True,
         on_device: bool = False,
         grayscale: bool = False,
+        val_colors: ValColors = "train",
     ) -> None:
         super().__init__()
         if not isinstance(color_var, (int, float)) or not 0.0 < color_var <= 1.0:
@@ -189,6 +198,13 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         protocol = check_choice("data.protocol", protocol, Protocol)
         color_noise = check_choice("data.color_noise", color_noise, ColorNoise)
         stroke = check_choice("data.stroke", stroke, Stroke)
+        val_colors = check_choice("data.val_colors", val_colors, ValColors)
+        if source == "arrays" and val_colors != "train":
+            raise ConfigError(
+                f"data.val_colors={val_colors} colours held-out MNIST digits afresh, but the "
+                f"authors' arrays hold their training images coloured already: use "
+                f"data.source=generate, or data.val_colors=train"
+            )
         if not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
             raise ConfigError(
                 f"data.rho must be in [0, 1] (share of bias-aligned images), got {rho}"
@@ -227,8 +243,9 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         self.test_each_epoch = test_each_epoch
         self.on_device = on_device
         self.grayscale = bool(grayscale)
+        self.val_colors = val_colors
         self.splits: dict[str, ColoredImages] = {}
-        self.test_names = ("test",)
+        self.val_names, self.test_names = VAL_NAMES[val_colors], ("test",)
         self.bias_spec = BiasSpec(
             num_classes=NUM_DIGITS,
             num_bias_groups=NUM_DIGITS,
@@ -300,20 +317,42 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         train, test = load_mnist(self.data_dir, download=False)
         fit_index, val_index = self._split(len(train.targets), self._seeds()[0])
         train_images, train_groups, test_images, test_groups = self.color(train, test)
-        return {
+        splits = {
             "train": (train_images[fit_index], train.targets[fit_index], train_groups[fit_index]),
             "val": (train_images[val_index], train.targets[val_index], train_groups[val_index]),
             "test": (test_images, test.targets.clone(), test_groups),
         }
+        if "val_random" in self.val_names:
+            splits["val_random"] = self.color_at_random(
+                train.data[val_index], train.targets[val_index], self._seeds()[3]
+            )
+        if "val" not in self.val_names:
+            del splits["val"]
+        return splits
 
     def _seeds(self) -> list[np.random.SeedSequence]:
-        """From ``data.seed``: the split's, the training colours' and the test colours' seeds."""
-        return np.random.SeedSequence(self.seed).spawn(3)
+        """From ``data.seed``: the split's, the training colours', the test colours' and the
+        randomly coloured validation's seeds (the first three as before the fourth existed)."""
+        return np.random.SeedSequence(self.seed).spawn(4)
+
+    def color_at_random(
+        self, digits: torch.Tensor, labels: torch.Tensor, seed: np.random.SeedSequence
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Held-out training digits coloured as test is: each a colour class drawn uniformly
+        at random, independent of its digit, then the training noise (``val_random``)."""
+        rng = np.random.default_rng(seed)
+        groups = torch.from_numpy(rng.integers(0, NUM_DIGITS, len(labels)))
+        if self.protocol == "rebias":
+            images = colorize_background(digits, groups, self.palette)
+        else:
+            style = {"noise": self.color_noise, "stroke": self.stroke}
+            images = colorize(digits, groups, self.palette, self.color_var, rng, **style)
+        return images, labels.clone(), groups
 
     def color(self, train: Any, test: Any) -> tuple[torch.Tensor, ...]:
         """All of MNIST's training and test images coloured, in MNIST's order: training images
         and colour classes, test images and colour classes."""
-        _, train_seed, test_seed = self._seeds()
+        _, train_seed, test_seed, _ = self._seeds()
         # One colour draw for all 60k training images, so the split does not change colours.
         train_rng, test_rng = np.random.default_rng(train_seed), np.random.default_rng(test_seed)
         test_groups = torch.from_numpy(test_rng.integers(0, NUM_DIGITS, len(test.targets)))
@@ -334,6 +373,8 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
 
     def _cache_file(self) -> Path:
         split = f"val{self.val_fraction:.3f}_seed{self.seed}"
+        if self.val_colors != "train":
+            split += f"_val{self.val_colors}"
         if self.arrays_dir is not None:
             key = f"arrays_var{self.color_var:.4f}_{split}{'_grey' if self.grayscale else ''}"
         elif self.protocol == "rebias":
@@ -398,9 +439,10 @@ class ColoredMNISTDataModule(pl.LightningDataModule):
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [self._loader(name) for name in self.val_names]
         if self.test_each_epoch:
-            return [self._loader("val"), self._loader("test")]
-        return self._loader("val")
+            loaders.append(self._loader("test"))
+        return loaders if len(loaders) > 1 else loaders[0]
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")

@@ -202,6 +202,7 @@ class ImageSplitsDataModule(pl.LightningDataModule):
 
     splits: dict[str, ImageRecords]
     test_names: tuple[str, ...]
+    val_names: tuple[str, ...] = ("val",)  # held out from training, distributed like it
     image_size: int
     batch_size: int
     num_workers: int

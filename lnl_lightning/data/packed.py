@@ -40,7 +40,8 @@ class PackedDataModule(pl.LightningDataModule):
                     f"got {type(datamodule).__name__}"
                 )
         first = datamodules[0]
-        for name in ("batch_size", "val_fraction", "test_each_epoch", "color_bins", "target_size"):
+        shared = ("batch_size", "val_fraction", "val_colors", "test_each_epoch", "color_bins")
+        for name in (*shared, "target_size"):
             values = {getattr(d, name) for d in datamodules}
             if len(values) > 1:
                 raise ConfigError(f"the members of a pack must share data.{name}, got {values}")
@@ -48,7 +49,7 @@ class PackedDataModule(pl.LightningDataModule):
         self.member_data = list(member_data)
         self.seeds = list(seeds)
         self.bias_spec = first.bias_spec
-        self.test_names = first.test_names
+        self.test_names, self.val_names = first.test_names, first.val_names
         self.batch_size = first.batch_size
         self.test_each_epoch = first.test_each_epoch
         self._stacked: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -89,9 +90,10 @@ class PackedDataModule(pl.LightningDataModule):
         return self._loader("train")
 
     def val_dataloader(self) -> DeviceBatches | list[DeviceBatches]:
+        loaders = [self._loader(name) for name in self.val_names]
         if self.test_each_epoch:
-            return [self._loader("val"), self._loader("test")]
-        return self._loader("val")
+            loaders.append(self._loader("test"))
+        return loaders if len(loaders) > 1 else loaders[0]
 
     def test_dataloader(self) -> DeviceBatches:
         return self._loader("test")

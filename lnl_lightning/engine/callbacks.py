@@ -117,7 +117,7 @@ class GroupMatrixWriter(pl.Callback):
                 log_group_matrix(folder.loggers, stage, csv_path, png_path)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer, pl_module, ["val"])
+        self._write(trainer, pl_module, list(pl_module.val_names))
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module, list(pl_module.test_names))

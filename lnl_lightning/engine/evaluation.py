@@ -1,8 +1,9 @@
 """The engine's evaluation: group accuracies and the label x bias matrix counts, per member.
 
-Validation runs the ``val`` split and, with ``data.test_each_epoch``, the test splits (loaders
-after the first, logged under ``test_names`` for learning curves; only ``val/`` selects
-anything); testing runs the test splits. A run logs its metrics through Lightning; a pack keeps
+Validation runs the validation splits (``val_names``: ``val``, and ``val_random`` where the data
+gives it) and, with ``data.test_each_epoch``, the test splits (the loaders after them, logged
+under ``test_names`` for learning curves; only validation selects anything); testing runs the
+test splits. A run logs its metrics through Lightning; a pack keeps
 each member's in ``member_results`` (its members' records are written from there) and logs
 their mean.
 """
@@ -36,6 +37,7 @@ class MemberEvaluation:
     num_members: int
     packed: bool
     test_names: tuple[str, ...]
+    val_names: tuple[str, ...]
 
     def _init_evaluation(self, bias_spec: BiasSpec, stages: Sequence[str]) -> None:
         self.eval_metrics = nn.ModuleList(
@@ -76,7 +78,7 @@ class MemberEvaluation:
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        stage = ("val", *self.test_names)[dataloader_idx]
+        stage = (*self.val_names, *self.test_names)[dataloader_idx]
         self._stages_evaluated.add(stage)
         self._evaluate(batch, stage)
 
@@ -93,7 +95,7 @@ class MemberEvaluation:
         self._start_evaluation()
 
     def on_validation_epoch_end(self) -> None:
-        for stage in ("val", *self.test_names):
+        for stage in (*self.val_names, *self.test_names):
             if stage in self._stages_evaluated:  # data.val_fraction=0: no validation metrics
                 self._finish_stage(stage)
         if self.packed and not self.trainer.sanity_checking:
@@ -143,7 +145,8 @@ class MemberEvaluation:
     def _log_stage(self, values: dict[str, torch.Tensor], stage: str) -> None:
         self.log_dict(values, prog_bar=False)
         fn = self.trainer.state.fn
-        repeated = fn == "validate" and stage != "val"  # the test call reports the test splits
+        # the test call reports the test splits
+        repeated = fn == "validate" and stage not in self.val_names
         if not self.trainer.sanity_checking and self.trainer.is_global_zero and not repeated:
             summary = ", ".join(f"{k} {v.item():.4f}" for k, v in values.items())
             when = f"epoch {self.current_epoch}" if fn == "fit" else "final"

@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+WORST_GROUP_FLOOR = 10
+"""``acc_worst_group`` is the lowest accuracy over the (label, bias group) cells holding at least
+this many images: a cell of one or two images says little about a group."""
+
 
 class GroupAccuracy(Metric):
     """Counts correct predictions in every (label, bias group) cell.
@@ -14,7 +18,9 @@ class GroupAccuracy(Metric):
     - ``acc``: plain accuracy over all images,
     - ``acc_aligned`` / ``acc_conflicting``: accuracy on images in bias-aligned /
       bias-conflicting cells (absent when no such image was seen),
-    - ``acc_unbiased``: mean of the per-cell accuracies over the populated cells.
+    - ``acc_unbiased``: mean of the per-cell accuracies over the populated cells,
+    - ``acc_worst_group``: the lowest per-cell accuracy over the cells holding at least
+      :data:`WORST_GROUP_FLOOR` images (absent when none does).
 
     The matrix itself is :meth:`cell_accuracy`. States are sums, so they reduce
     correctly across processes.
@@ -54,7 +60,8 @@ class GroupAccuracy(Metric):
 def group_summary(
     correct: torch.Tensor, total: torch.Tensor, aligned: torch.Tensor, conflicting: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """acc, acc_aligned, acc_conflicting (when populated) and acc_unbiased from cell counts."""
+    """acc, acc_aligned, acc_conflicting (when populated), acc_unbiased and acc_worst_group
+    (over the cells of at least :data:`WORST_GROUP_FLOOR` images) from cell counts."""
     aligned, conflicting = aligned.to(total.device), conflicting.to(total.device)
     result = {"acc": correct.sum() / total.sum().clamp(min=1)}
     for name, cells in (("acc_aligned", aligned), ("acc_conflicting", conflicting)):
@@ -62,7 +69,11 @@ def group_summary(
         if cell_total > 0:
             result[name] = correct[cells].sum() / cell_total
     populated = total > 0
-    result["acc_unbiased"] = cell_accuracy(correct, total)[populated].mean().float()
+    per_cell = cell_accuracy(correct, total)
+    result["acc_unbiased"] = per_cell[populated].mean().float()
+    counted = total >= WORST_GROUP_FLOOR
+    if counted.any():
+        result["acc_worst_group"] = per_cell[counted].min()
     return {k: v.float() for k, v in result.items()}
 
 

@@ -82,9 +82,9 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
     A method implements :meth:`update` (the training step on one batch, with manual
     optimization: one optimizer per entry of :meth:`parameter_groups`, in that order, and
     ``backward(loss, modules)`` for each backward pass) and returns a :class:`StepResult`.
-    Validation runs the ``val`` split and, with ``data.test_each_epoch``, the test splits
-    (loaders after the first, logged under ``test_names`` for learning curves; only ``val/``
-    selects anything); testing runs the test splits.
+    Validation runs the validation splits (``val_names``) and, with ``data.test_each_epoch``,
+    the test splits (the loaders after them, logged under ``test_names`` for learning curves;
+    only validation selects anything); testing runs the test splits.
 
     A method whose update is written over the member axis sets ``packable`` (and lists in
     ``member_settings`` the settings members of one pack may differ in); one that does no
@@ -102,6 +102,9 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
         scheduler: factory ``optimizer -> LR scheduler`` stepped once per epoch, or None.
         test_names: metric prefix of each test dataloader, in order (``test/acc``,
             ``test_tb2/acc``, ...).
+        val_names: metric prefix of each validation dataloader, in order: ``val`` (held out,
+            distributed like training) and, where the data gives it, ``val_random`` (held
+            out, its bias drawn at random as in test).
         init_from: Lightning checkpoint whose f and g weights, and the f+g optimizer's
             state (momentum buffers), warm-start this run, as the official ``_load_model``
             does; h (and a method's own networks) start afresh.
@@ -134,6 +137,7 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
         init_from: str | None = None,
         warm_start_lr: float | None = 0.001,
         make_networks: NetworkFactory | None = None,
+        val_names: Sequence[str] = ("val",),
     ) -> None:
         super().__init__()
         if not method or not isinstance(method, str):
@@ -153,16 +157,15 @@ class DebiasModule(MemberEvaluation, WarmStartOptimizers, GraphedStep, pl.Lightn
         self.init_from = init_from
         self.warm_start_lr = warm_start_lr
         # make_networks is for a method's own __init__ (not kept: the module must pickle)
-        self.test_names = tuple(test_names)
+        self.test_names, self.val_names = tuple(test_names), tuple(val_names)
         self._init_graph(cuda_graph=False)
-        stages = ("val", *self.test_names)
+        stages = (*self.val_names, *self.test_names)
         k = self.num_members
 
         # Per member, persistent (a mid-epoch checkpoint carries them), written in place (a
         # CUDA graph replays the writes): the epoch's sums (TRAIN_SUMS), the first batch whose
         # loss terms (LOSS_TERMS) were not finite (-1: none yet), the batches trained.
         self.register_buffer("train_sums", torch.zeros(k, len(TRAIN_SUMS), dtype=torch.float64))
-        self._sums_are_global = False  # True from an epoch's end to the next one's start
         self._sums_are_global = False  # True from an epoch's end to the next one's start
         self.register_buffer("first_bad", torch.full((k, len(LOSS_TERMS)), -1, dtype=torch.long))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))

@@ -73,6 +73,7 @@ def pack_runs(members: Sequence[DebiasModule], cuda_graph: bool = False) -> Debi
         optimizer=first.optimizer_factory,
         scheduler=first.scheduler_factory,
         test_names=first.test_names,
+        val_names=first.val_names,
         warm_start_lr=first.warm_start_lr,
         **shared,
         **own,

@@ -104,6 +104,7 @@ class LNLModule(DebiasModule):
         warm_start_lr: float | None = 0.001,
         method: str = "lnl",
         make_networks: NetworkFactory | None = None,
+        val_names: Sequence[str] = ("val",),
     ) -> None:
         lambdas, mus = member_values("lambda_", lambda_), member_values("mu", mu)
         step = check_choice("model.step", step, Step)
@@ -119,6 +120,7 @@ class LNLModule(DebiasModule):
             init_from=init_from,
             warm_start_lr=warm_start_lr,
             make_networks=make_networks,
+            val_names=val_names,
         )
         if len(lambdas) != self.num_members or len(mus) != self.num_members:
             raise ConfigError(

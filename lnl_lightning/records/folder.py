@@ -84,8 +84,9 @@ class RunSummary:
     describe), the checkpoint file for an evaluation. ``step`` counts training batches, the
     step the loggers (CSV, TensorBoard, W&B) plot against; ``global_step`` is Lightning's count
     of optimizer steps (an LNL batch takes two or three). ``wall_time_s`` covers every stretch
-    of a resumed run. ``pack`` (a pack's member only): the
-    pack's folder, its number of members and its throughput.
+    of a resumed run. ``selection``: the rule that picked the tested weights and that a
+    sweep maximises (:func:`lnl_lightning.selection.selection_rule`). ``pack`` (a pack's
+    member only): the pack's folder, its number of members and its throughput.
     """
 
     metrics: dict[str, float]
@@ -100,6 +101,7 @@ class RunSummary:
     global_step: int | None = None
     step: int | None = None
     wall_time_s: float | None = None
+    selection: dict[str, Any] | None = None
     pack: dict[str, Any] | None = None
 
     @property

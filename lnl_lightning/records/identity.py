@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from lnl_lightning.data.mnist_colors import describe_data
 from lnl_lightning.errors import ConfigError
 from lnl_lightning.records.folder import CONFIG_FILE, load_config
+from lnl_lightning.selection import identity_of, selection_rule
 
 # dotted keys (or prefixes of them) that do not change a run's result
 NOT_IDENTIFYING = (
@@ -33,7 +34,9 @@ NOT_IDENTIFYING = (
     "tags",
     "ckpt_path",
     "print_config",
-    "optimized_metric",
+    "optimized_metric",  # with test_ckpt and selection: the rule, one key of its own (below)
+    "test_ckpt",
+    "selection",
     "perf",  # speed options, tested to train the same run
     "trainer.accelerator",
     "trainer.enable_progress_bar",
@@ -50,6 +53,9 @@ NOT_IDENTIFYING = (
     "data.test_each_epoch",  # test metrics logged for the curves, never used in training
     "model.display",  # how reports draw the method
 )
+# keys added after runs were recorded, with the value that means what a record without the key
+# meant: a key at that value is left out of an identity, so older runs compare equal to new ones
+ADDED_KEYS = {"data.val_colors": "train"}
 # what a resumed run may change: train for longer than first asked
 MAY_CHANGE_ON_RESUME = ("trainer.max_epochs", "trainer.max_steps")
 
@@ -77,7 +83,12 @@ def run_identity(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
     flat = flatten(config)
-    identity = {k: v for k, v in flat.items() if not _listed(k, NOT_IDENTIFYING)}
+    identity = {
+        k: v
+        for k, v in flat.items()
+        if not _listed(k, NOT_IDENTIFYING) and (k not in ADDED_KEYS or ADDED_KEYS[k] != v)
+    }
+    identity["selection"] = identity_of(selection_rule(config))
     if "model.init_from" in identity:
         identity["model.init_from"] = "warm" if identity["model.init_from"] else None
     return identity

@@ -38,3 +38,18 @@ def test_group_matrix_files(tmp_path):
     assert rows[0] == "label,bias_group,accuracy,count"
     assert rows[1] == "a,x,0.750000,4" and rows[2] == "a,y,,0"
     assert png_path.stat().st_size > 1000
+
+
+def test_worst_group_accuracy_against_a_hand_count():
+    from lnl_lightning.engine.metrics import WORST_GROUP_FLOOR, group_summary
+
+    assert WORST_GROUP_FLOOR == 10
+    # cells: (0,0) 18/20 = .9, (0,1) 0/5 (under the floor), (1,0) 6/12 = .5, (1,1) 27/30 = .9
+    correct = torch.tensor([[18, 0], [6, 27]])
+    total = torch.tensor([[20, 5], [12, 30]])
+    aligned = torch.eye(2, dtype=torch.bool)
+    summary = group_summary(correct, total, aligned, ~aligned)
+    assert summary["acc_worst_group"].item() == pytest.approx(0.5)
+    assert summary["acc_unbiased"].item() == pytest.approx((0.9 + 0 + 0.5 + 0.9) / 4)
+    few = group_summary(correct, torch.tensor([[9, 5], [9, 9]]), aligned, ~aligned)
+    assert "acc_worst_group" not in few  # no cell holds enough images to say
