@@ -35,7 +35,8 @@ def check_settings(cfg: DictConfig) -> None:
     check_recipe(cfg)
     if str(cfg.optimized_metric).startswith("test"):
         raise ConfigError(
-            f"optimized_metric must be a val/... (or train/...) metric, never a test one, "
+            f"optimized_metric must be a validation metric (val/..., val_random/...) or a "
+            f"train/... one, never a test one (it follows selection.metric unless set), "
             f"got '{cfg.optimized_metric}'"
         )
     check_choice("test_ckpt", cfg.test_ckpt, TestCkpt)

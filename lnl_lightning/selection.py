@@ -66,11 +66,14 @@ def selection_rule(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def describe_rule(rule: Mapping[str, Any]) -> str:
-    """One line a reader knows: ``unbiased: last-epoch weights, sweeps by val_random/acc (uses
-    bias labels)``."""
-    weights = "last-epoch weights" if rule["weights"] == "last" else f"the epoch {rule['weights']}"
+    """In words a reader knows: ``unbiased (tests the last epoch's weights; a sweep maximises
+    val_random/acc; uses bias labels)``."""
+    weights = "the last epoch's" if rule["weights"] == "last" else f"the epoch {rule['weights']}'s"
     labels = "uses bias labels" if rule["uses_bias_labels"] else "no bias labels"
-    return f"{rule['name']}: {weights}, sweeps by {rule['sweep_metric']} ({labels})"
+    return (
+        f"{rule['name']} (tests {weights} weights; a sweep maximises {rule['sweep_metric']}; "
+        f"{labels})"
+    )
 
 
 def identity_of(rule: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from lnl_lightning.records.files import write_text_atomic
 from lnl_lightning.records.folder import CONFIG_FILE
 from lnl_lightning.report.curves import curve_series
 from lnl_lightning.report.methods import Methods, configured
+from lnl_lightning.report.picks import picks, picks_record
 from lnl_lightning.report.plots import plot_curves, plot_vs_color_var, plot_vs_lambda
 from lnl_lightning.report.records import collect, load_run, summarize
 from lnl_lightning.report.tables import curve_table, markdown
@@ -67,6 +69,11 @@ def write_report(
     plots["curves.png"] = plot_curves(series, out / "curves.png")
     path = out / "report.md"
     write_text_atomic(path, markdown(rows, incomplete, plots, methods, curve_table(series)))
+    chosen = picks_record(picks(rows))  # for scripts that run the picks further
+    if chosen:
+        write_text_atomic(out / "picks.json", json.dumps(chosen, indent=1) + "\n")
+    else:
+        (out / "picks.json").unlink(missing_ok=True)
     return path
 
 

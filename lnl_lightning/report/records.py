@@ -29,6 +29,7 @@ from lnl_lightning.records.folder import (
     read_summary,
 )
 from lnl_lightning.records.identity import KEY_FIELDS, run_fields, run_identity
+from lnl_lightning.selection import selection_rule
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Run:
     warm_from: Path | None = None  # run folder of model.init_from's checkpoint
     identity: dict[str, Any] = field(default_factory=dict)  # every setting but the seed
     display: dict[str, Any] = field(default_factory=dict)  # model.display: how it is drawn
+    rule: dict[str, Any] = field(default_factory=dict)  # its selection rule (selection.py)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Row:
     seeds: list[Any] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     repeats: list[Path] = field(default_factory=list)  # reruns of a seed, not counted
+    rule: dict[str, Any] = field(default_factory=dict)  # the selection rule of its runs
 
     def mean(self, metric: str) -> float:
         values = self.values.get(metric, [])
@@ -73,7 +76,9 @@ def load_run(folder: Path, summary: RunSummary | None) -> Run:
     fields = run_fields(config, summary)
     display = OmegaConf.select(config, "model.display") if config is not None else None
     display = OmegaConf.to_container(display) if display is not None else {}
-    return Run(folder, summary.metrics if summary else {}, fields, warm_from, identity, display)
+    rule = selection_rule(OmegaConf.to_container(config, resolve=True)) if config else {}
+    metrics = summary.metrics if summary else {}
+    return Run(folder, metrics, fields, warm_from, identity, display, rule)
 
 
 def collect(root: Path) -> tuple[list[Run], list[dict[str, str]]]:
@@ -121,7 +126,7 @@ def summarize(runs: list[Run]) -> list[Row]:
         latest[(key, repr(run.fields.get("seed")))] = run
     for run in latest.values():
         key = _row_key(run)
-        row = rows.setdefault(key, Row({k: run.fields.get(k) for k in KEY_FIELDS}))
+        row = rows.setdefault(key, Row({k: run.fields.get(k) for k in KEY_FIELDS}, rule=run.rule))
         row.repeats = sorted(repeats[key])
         identities[key] = run.identity
         row.seeds.append(run.fields.get("seed"))

@@ -9,22 +9,26 @@ from lnl_lightning.records.identity import KEY_FIELDS
 from lnl_lightning.report.curves import CurveSeries
 from lnl_lightning.report.methods import Methods
 from lnl_lightning.report.paired import paired_differences
+from lnl_lightning.report.picks import picks, picks_table
 from lnl_lightning.report.published import (
     OFFICIAL_WEIGHTS,
     PUBLISHED_COLORED_MNIST,
     PUBLISHED_REBIAS,
 )
 from lnl_lightning.report.records import Row
+from lnl_lightning.selection import describe_rule
 
 
 def metric_columns(rows: list[Row]) -> list[str]:
-    """val/acc, then accuracy, aligned and conflicting accuracy and bias accuracy of every
-    test set."""
+    """val/acc (and the randomly coloured validation's accuracy and worst group), then
+    accuracy, aligned, conflicting and worst-group accuracy and bias accuracy of every test
+    set."""
     names = {m for row in rows for m in row.values}
     tests = sorted(
         {m.split("/")[0] for m in names if m.startswith("test")}, key=lambda t: (t != "test", t)
     )
-    columns = [m for m in ("val/acc",) if m in names]
+    validation = ("val/acc", "val_random/acc", "val_random/acc_worst_group")
+    columns = [m for m in validation if m in names]
     for test in tests:
         columns += [
             m
@@ -32,6 +36,7 @@ def metric_columns(rows: list[Row]) -> list[str]:
                 f"{test}/acc",
                 f"{test}/acc_aligned",
                 f"{test}/acc_conflicting",
+                f"{test}/acc_worst_group",
                 f"{test}/bias_acc",
             )
             if m in names
@@ -116,8 +121,9 @@ def markdown(
     methods: Methods,
     curves: list[str] | None = None,
 ) -> str:
-    """report.md: one row per configuration, the published comparison, the paired
-    differences, the curves, then plots and unfinished jobs."""
+    """report.md: the selection rules, one row per configuration, what each rule picks, the
+    published comparison, the paired differences, the curves, then plots and unfinished
+    jobs."""
     shown = [k for k in KEY_FIELDS if any(row.fields.get(k) is not None for row in rows)]
     columns = metric_columns(rows)
     lines = ["# Run comparison", ""]
@@ -125,6 +131,7 @@ def markdown(
         f"{sum(len(r.seeds) for r in rows)} finished run(s) in {len(rows)} configuration(s); "
         "values are mean ± std over seeds (std with n − 1)."
     )
+    lines += selection_lines(rows)
     lines.append("")
     header = [*shown, "runs", "seeds", *columns]
     lines.append("| " + " | ".join(header) + " |")
@@ -142,6 +149,7 @@ def markdown(
             "counted as seeds (each seed counts once, by its latest run): "
             + ", ".join(str(folder) for folder in repeated),
         ]
+    lines += picks_table(picks(rows))
     lines += published_comparison(rows, methods)
     lines += paired_differences(rows, methods.label)
     lines += curves or []
@@ -153,6 +161,19 @@ def markdown(
         for job in incomplete:
             lines.append(f"| {job['folder']} | {job['status']} | {job['error']} |")
     return "\n".join(lines) + "\n"
+
+
+def selection_lines(rows: list[Row]) -> list[str]:
+    """What selected each row's tested weights and what its sweeps maximise, in words; rows
+    of different rules are never one row (the settings column says which is which)."""
+    rules = sorted({describe_rule(row.rule) for row in rows if row.rule})
+    if not rules:
+        return []
+    if len(rules) == 1:
+        return ["", f"Selection rule of every run: {rules[0]}."]
+    return ["", "Selection rules (rows of different rules are kept apart):", ""] + [
+        f"- {rule}" for rule in rules
+    ]
 
 
 def curve_table(series: CurveSeries) -> list[str]:

@@ -1,0 +1,128 @@
+"""Which configuration each selection rule picks among runs that differ only in a method's
+settings (a lambda x mu grid, BlindEye's confusion weight, ...), and what it scores on test.
+
+A rule maximises one validation metric (:data:`RULES`), averaged over the seeds every
+candidate was run with. The configuration test accuracy would pick is shown beside them as a
+reference ("test-set oracle"): it reads the test set, so it is never a rule, only the yardstick
+that says whether a rule picked well.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Protocol
+
+from lnl_lightning.selection import uses_bias_labels
+
+# the rules of conf/selection/, each with the metric it maximises
+RULES = (
+    ("aligned", "val/acc"),
+    ("unbiased", "val_random/acc"),
+    ("worst_group", "val_random/acc_worst_group"),
+)
+ORACLE = ("test-set oracle (a reference, never a rule)", "test/acc")
+# what candidates of one choice may differ in: the method's own settings
+CHOSEN = ("lambda", "mu", "settings")
+
+
+class Row(Protocol):  # report.Row
+    fields: dict[str, Any]
+    seeds: list[Any]
+    values: dict[str, list[float]]
+
+    def mean(self, metric: str) -> float: ...
+
+    def std(self, metric: str) -> float: ...
+
+
+def choices(rows: list[Row]) -> list[list[Row]]:
+    """Rows that differ only in the method's settings, with the same seeds: one choice each
+    (two rows or more)."""
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        same = tuple(repr(v) for k, v in row.fields.items() if k not in CHOSEN)
+        groups[(same, tuple(sorted(map(str, row.seeds))))].append(row)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def setting(row: Row) -> str:
+    """What a pick chose: ``lambda=0.01 mu=0.1`` (and the method's own settings)."""
+    parts = [f"{k}={row.fields[k]}" for k in CHOSEN if row.fields.get(k) is not None]
+    return " ".join(parts) or "–"
+
+
+def picks(rows: list[Row]) -> list[dict[str, Any]]:
+    """For each choice and each rule whose metric every candidate has: the row it picks."""
+    found = []
+    for group in choices(rows):
+        for rule, metric in (*RULES, ORACLE):
+            if not all(row.values.get(metric) for row in group):
+                continue
+            best = max(group, key=lambda row, m=metric: row.mean(m))
+            ranked = sorted(group, key=lambda row: row.mean("test/acc"), reverse=True)
+            found.append(
+                {
+                    "rule": rule,
+                    "metric": metric,
+                    "uses_bias_labels": uses_bias_labels(metric),
+                    "method": best.fields.get("method"),
+                    "lambda": best.fields.get("lambda"),
+                    "mu": best.fields.get("mu"),
+                    "settings": best.fields.get("settings"),
+                    "value": best.mean(metric),
+                    "test_acc": best.mean("test/acc"),
+                    "test_acc_std": best.std("test/acc"),
+                    "test_rank": ranked.index(best) + 1,
+                    "candidates": len(group),
+                    "seeds": sorted(best.seeds, key=str),
+                    "choice": ", ".join(
+                        f"{k}={v}"
+                        for k, v in best.fields.items()
+                        if k not in (*CHOSEN, "epochs") and v is not None
+                    ),
+                    "_row": best,
+                }
+            )
+    return found
+
+
+def picks_table(found: list[dict[str, Any]]) -> list[str]:
+    """Markdown: each choice's picks, one line per rule."""
+    if not found:
+        return []
+    lines = [
+        "",
+        "## Which configuration each selection rule picks",
+        "",
+        "Among configurations that differ only in the method's settings (same data, schedule "
+        "and seeds), the one with the highest mean of the rule's validation metric, and its "
+        "unbiased test accuracy (mean ± std over seeds; rank among the candidates by test "
+        "accuracy). The test-set oracle is a reference, not a rule.",
+    ]
+    by_choice: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for pick in found:
+        by_choice[f"{pick['choice']}, seeds {','.join(map(str, pick['seeds']))}"].append(pick)
+    for choice, rules in by_choice.items():
+        lines += [
+            "",
+            f"{choice} ({rules[0]['candidates']} configurations):",
+            "",
+            "| rule | maximises | bias labels | picks | its value | test/acc | test rank |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for pick in rules:
+            spread = f" ± {pick['test_acc_std']:.4f}" if len(pick["seeds"]) > 1 else ""
+            labels = "yes" if pick["uses_bias_labels"] else "no"
+            if pick["rule"] == ORACLE[0]:
+                labels = "reads test"
+            lines.append(
+                f"| {pick['rule']} | {pick['metric']} | {labels} | {setting(pick['_row'])} | "
+                f"{pick['value']:.4f} | {pick['test_acc']:.4f}{spread} | "
+                f"{pick['test_rank']} of {pick['candidates']} |"
+            )
+    return lines
+
+
+def picks_record(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The picks as plain data (``picks.json``), for scripts that run the picks further."""
+    return [{k: v for k, v in pick.items() if not k.startswith("_")} for pick in found]

@@ -1,0 +1,95 @@
+"""Model selection in the report: each row's rule printed, rules never averaged together, and
+which configuration each rule picks among a method's settings."""
+
+from __future__ import annotations
+
+import json
+
+from lnl_lightning.report.cli import write_report
+from lnl_lightning.report.picks import picks
+from lnl_lightning.report.records import collect, summarize
+
+BOTH = "data.val_colors=both"
+
+
+def test_runs_of_different_rules_are_never_one_row_and_each_rule_is_printed(run_at, tmp_path):
+    run_at("aligned", BOTH, "seed=0", metrics={"test/acc": 0.5})
+    run_at("aligned_1", BOTH, "seed=1", metrics={"test/acc": 0.7})
+    run_at("unbiased", BOTH, "selection=unbiased", "seed=0", metrics={"test/acc": 0.6})
+    rows = summarize(collect(tmp_path / "runs")[0])
+    assert sorted(len(row.seeds) for row in rows) == [1, 2]  # the seed of another rule: apart
+    assert {row.rule["name"] for row in rows} == {"aligned", "unbiased"}
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    assert "Selection rules (rows of different rules are kept apart):" in text
+    assert "- aligned (tests the last epoch's weights; a sweep maximises val/acc; no bias" in text
+    assert "- unbiased (tests the last epoch's weights; a sweep maximises val_random/acc; uses" in (
+        text
+    )
+    assert "selection=weights last, sweep val_random/acc" in text  # the settings column
+
+
+def test_one_rule_is_said_once_above_the_table(run_at, tmp_path):
+    run_at("a", metrics={"test/acc": 0.5})
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    lines = text.splitlines()
+    rule = "Selection rule of every run: aligned (tests the last epoch's weights; a sweep "
+    assert any(line.startswith(rule) for line in lines)
+    assert lines.index(next(line for line in lines if line.startswith(rule))) < lines.index(
+        next(line for line in lines if line.startswith("| task_name"))
+    )
+
+
+# (lambda, mu): val/acc (coloured like training), val_random/acc, its worst group, test/acc
+GRID = {
+    (0.001, 0.1): (0.99, 0.30, 0.05, 0.31),  # the shortcut: best aligned, worst elsewhere
+    (0.01, 0.1): (0.97, 0.45, 0.10, 0.44),
+    (0.1, 0.1): (0.90, 0.50, 0.08, 0.52),
+}
+
+
+def test_each_rule_picks_its_best_validation_value_and_says_what_test_gives(run_at, tmp_path):
+    for (lam, mu), (aligned, unbiased, worst, test) in GRID.items():
+        metrics = {
+            "val/acc": aligned,
+            "val_random/acc": unbiased,
+            "val_random/acc_worst_group": worst,
+            "test/acc": test,
+        }
+        run_at(f"l{lam}", BOTH, f"model.lambda_={lam}", f"model.mu={mu}", metrics=metrics)
+    run_at("base", BOTH, "model=baseline", metrics={"val/acc": 1.0, "test/acc": 0.2})
+    chosen = {p["rule"].split(" ")[0]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
+    assert {r: (p["lambda"], p["test_rank"]) for r, p in chosen.items()} == {
+        "aligned": (0.001, 3),
+        "unbiased": (0.1, 1),
+        "worst_group": (0.01, 2),
+        "test-set": (0.1, 1),
+    }  # the baseline is no candidate: another method
+    assert chosen["unbiased"]["uses_bias_labels"] and not chosen["aligned"]["uses_bias_labels"]
+    out = tmp_path / "out"
+    text = write_report(tmp_path / "runs", out).read_text()
+    assert "| aligned | val/acc | no | lambda=0.001 mu=0.1 | 0.9900 | 0.3100 | 3 of 3 |" in text
+    assert "| test-set oracle (a reference, never a rule) | test/acc | reads test |" in text
+    written = json.loads((out / "picks.json").read_text())
+    assert [(p["rule"], p["lambda"], p["mu"]) for p in written][:3] == [
+        ("aligned", 0.001, 0.1),
+        ("unbiased", 0.1, 0.1),
+        ("worst_group", 0.01, 0.1),
+    ]
+
+
+def test_candidates_run_with_other_seeds_are_not_compared(run_at, tmp_path):
+    run_at("a", "model.lambda_=0.1", "seed=0", metrics={"val/acc": 0.9, "test/acc": 0.5})
+    run_at("b", "model.lambda_=0.01", "seed=1", metrics={"val/acc": 0.8, "test/acc": 0.4})
+    assert picks(summarize(collect(tmp_path / "runs")[0])) == []
+    write_report(tmp_path / "runs", tmp_path / "out")
+    assert not (tmp_path / "out" / "picks.json").exists()
+
+
+def test_every_method_is_tuned_the_same_way_over_its_own_settings(run_at, tmp_path):
+    for weight, unbiased in ((0.1, 0.40), (1.0, 0.55), (10.0, 0.35)):
+        metrics = {"val/acc": 0.9, "val_random/acc": unbiased, "test/acc": unbiased}
+        overrides = ("model=blind_eye", BOTH, f"model.confusion_weight={weight}")
+        run_at(f"blind_eye_{weight}", *overrides, metrics=metrics)
+    chosen = {p["rule"]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
+    assert chosen["unbiased"]["settings"] == "confusion_weight=1.0"
+    assert chosen["unbiased"]["method"] == "blind_eye"
