@@ -76,8 +76,26 @@ def plot_vs_color_var(rows: list[Row], path: Path, methods: Methods) -> str | No
         style = methods.style(method)
         color = (style.color if style else None) or next(others, None)
         marker = style.marker if style else "^"
-        name = f"{style.label} (this repo)" if style else method
-        _errorbar(ax, group, "color_var", "test/acc", marker=marker, color=color, label=name)
+        name = style.label if style else method
+        schedules = schedules_of(group)
+        longest = max(schedules, key=lambda s: s[1] or 0)
+        for (start, epochs), rows_of in schedules.items():
+            label = f"{name} (this repo)"
+            if len(schedules) > 1:  # one series per schedule, the longest drawn solid
+                warm = " warm-started" if start == "warm" else ""
+                label = f"{name}{warm}, {epochs} epochs (this repo)"
+            line = "-" if (start, epochs) == longest else "--"
+            _errorbar(
+                ax,
+                rows_of,
+                "color_var",
+                "test/acc",
+                marker=marker,
+                color=color,
+                label=label,
+                linestyle=line,
+                markerfacecolor=None if line == "-" else "white",
+            )
     for method, values in PUBLISHED_COLORED_MNIST.items():
         if by_method and method not in by_method:
             continue  # published rows of the methods this report holds
@@ -100,6 +118,14 @@ def plot_vs_color_var(rows: list[Row], path: Path, methods: Methods) -> str | No
     ax.legend(fontsize=8)
     save_png(fig, path)
     return None
+
+
+def schedules_of(rows: list[Row]) -> dict[tuple[Any, Any], list[Row]]:
+    """Rows by how they trained: (start, epochs)."""
+    found: dict[tuple[Any, Any], list[Row]] = defaultdict(list)
+    for row in rows:
+        found[(row.fields.get("start"), row.fields.get("epochs"))].append(row)
+    return dict(found)
 
 
 def plot_curves(series: CurveSeries, path: Path) -> str | None:
