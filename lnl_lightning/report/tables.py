@@ -16,7 +16,7 @@ from lnl_lightning.report.published import (
     PUBLISHED_REBIAS,
 )
 from lnl_lightning.report.records import Row
-from lnl_lightning.selection import describe_rule
+from lnl_lightning.selection import describe_rule, identity_of
 
 
 def metric_columns(rows: list[Row]) -> list[str]:
@@ -55,6 +55,7 @@ def format_value(row: Row, metric: str) -> str:
 def _comparison_rows(rows: list[Row], x_key: str, methods: Methods) -> dict[str, dict[float, Row]]:
     """Baseline and official-weight LNL rows by ``x_key`` value, one series per method/step."""
     series: dict[str, dict[float, Row]] = defaultdict(dict)
+    rules = {identity_of(row.rule) for row in rows if row.rule}
     for row in rows:
         x, method = row.fields.get(x_key), row.fields["method"]
         official = (row.fields["lambda"], row.fields["mu"]) == OFFICIAL_WEIGHTS
@@ -69,6 +70,8 @@ def _comparison_rows(rows: list[Row], x_key: str, methods: Methods) -> dict[str,
             name += f", {row.fields['epochs']} epochs"
         if row.fields.get("data") not in (None, DEFAULT_DATA):
             name += f", {row.fields['data']} data"
+        if len(rules) > 1 and row.rule:  # rows of different rules: never one series
+            name += f", {row.rule['name']} rule ({identity_of(row.rule)})"
         series[name][float(x)] = row
     return series
 

@@ -93,3 +93,15 @@ def test_every_method_is_tuned_the_same_way_over_its_own_settings(run_at, tmp_pa
     chosen = {p["rule"]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
     assert chosen["unbiased"]["settings"] == "confusion_weight=1.0"
     assert chosen["unbiased"]["method"] == "blind_eye"
+
+
+def test_the_published_comparison_keeps_rules_apart_too(run_at, tmp_path):
+    run_at("last", BOTH, metrics={"test/acc": 0.5, "val/acc": 0.9, "val_random/acc": 0.4})
+    metrics = {"test/acc": 0.6, "val/acc": 0.9, "val_random/acc": 0.45}
+    run_at("best", BOTH, "selection=unbiased", "test_ckpt=best", metrics=metrics)
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    comparison = text.split("against the published numbers")[1].split("## ")[0]
+    assert "aligned rule (weights last, sweep val/acc) | 0.5000" in comparison
+    assert "unbiased rule (weights best val_random/acc, sweep val_random/acc) | 0.6000" in (
+        comparison
+    )
