@@ -22,6 +22,9 @@ COMPARE_JOBS ?= $(shell nproc)
 # The studies are lnl_lightning/study/protocols.py; these variables become its options.
 STUDY_GRID = $(if $(strip $(COLOR_VARS)),--color-vars $(COLOR_VARS)) $(if $(strip $(SEEDS)),--seeds $(SEEDS))
 STUDY_DIRS = $(if $(1),--out $(1)) $(if $(2),--report $(2))
+# SELECT=unbiased|worst_group|aligned: the selection rule of every run, each validated both ways
+SELECT ?=
+STUDY_SELECT = $(if $(strip $(SELECT)),selection=$(SELECT) data.val_colors=both)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-slow train bench reproduce compare lint format clean
@@ -54,15 +57,15 @@ bench: $(STAMP) ## Training-step throughput: plain, baseline, LNL (official, fus
 	$(PY) benchmarks/step_throughput.py $(ARGS)
 
 reproduce: METHODS ?= $(LNL_MODEL)
-reproduce: $(STAMP) ## Colored MNIST: baseline, then each of METHODS (default lnl) warm-started from it, per sigma^2 x seed; report (EPOCHS, LNL_EPOCHS, COLOR_VARS, SEEDS, METHODS, SCRATCH=1, PACK=1)
+reproduce: $(STAMP) ## Colored MNIST: baseline, then each of METHODS (default lnl) warm-started from it, per sigma^2 x seed; report (EPOCHS, LNL_EPOCHS, COLOR_VARS, SEEDS, METHODS, SELECT, SCRATCH=1, PACK=1)
 	$(PY) -m lnl_lightning.study reproduce --epochs $(EPOCHS) --lnl-epochs $(LNL_EPOCHS) --methods $(METHODS) \
 		$(STUDY_GRID) $(if $(filter 1,$(SCRATCH)),--scratch) $(if $(filter 1,$(PACK)),--pack) \
-		$(call STUDY_DIRS,$(REPRO_DIR),$(REPORT_DIR)) -- data.data_dir=$(DATA_DIR) $(ARGS)
+		$(call STUDY_DIRS,$(REPRO_DIR),$(REPORT_DIR)) -- data.data_dir=$(DATA_DIR) $(STUDY_SELECT) $(ARGS)
 
 compare: METHODS ?= baseline lnl blind_eye gray group_dro lff
-compare: $(STAMP) ## Colored MNIST: every method of METHODS from scratch, same data and recipe, per sigma^2 x seed; report (EPOCHS, COLOR_VARS, SEEDS, METHODS, COMPARE_JOBS)
+compare: $(STAMP) ## Colored MNIST: every method of METHODS from scratch, same data and recipe, per sigma^2 x seed; report (EPOCHS, COLOR_VARS, SEEDS, METHODS, SELECT, COMPARE_JOBS)
 	$(PY) -m lnl_lightning.study compare --epochs $(EPOCHS) --methods $(METHODS) --jobs $(COMPARE_JOBS) \
-		$(STUDY_GRID) $(call STUDY_DIRS,$(COMPARE_DIR),$(COMPARE_REPORT)) -- data.data_dir=$(DATA_DIR) $(ARGS)
+		$(STUDY_GRID) $(call STUDY_DIRS,$(COMPARE_DIR),$(COMPARE_REPORT)) -- data.data_dir=$(DATA_DIR) $(STUDY_SELECT) $(ARGS)
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check .

@@ -564,6 +564,14 @@ def test_make_targets_read_the_data_folder_from_lnl_data_dir(variables, expected
         assert expected in dry.stdout, (target, dry.stdout[:2000])
 
 
+def test_make_studies_take_a_selection_rule_for_every_method():
+    for target in ("compare", "reproduce"):
+        dry = run_make(target, "-n", "SELECT=unbiased")
+        assert dry.returncode == 0, dry.stderr
+        assert "selection=unbiased data.val_colors=both" in dry.stdout, (target, dry.stdout)
+        assert "selection=" not in run_make(target, "-n").stdout  # the default: no rule given
+
+
 def test_make_train_warns_of_hours_then_prints_the_pair_side_by_side(tmp_path, mnist_dir):
     dry = run_make("train", "-n")
     assert "hours on a CPU" in dry.stdout and "lnl_lightning.report" in dry.stdout
