@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: PyTorch's CPU-only wheels, installed first
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 DATA_DIR ?= $(or $(LNL_DATA_DIR),data)
 EPOCHS ?= 100
@@ -35,10 +37,11 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the package with its dev tools
+install: $(STAMP) ## Create .venv and install the package with its dev tools (TORCH_INDEX=<PyTorch wheel index>: e.g. the CPU-only wheels)
 
 test: $(STAMP) ## Run the test suite except the slow tests (generated fixtures, no network)
 	$(PY) -m pytest -m "not slow" -n auto --dist loadfile $(PYTEST_ARGS)

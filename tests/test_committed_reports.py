@@ -25,6 +25,11 @@ REPORTS = {
     ),
     "mu_official_3ep": ([*COMPARE, "mu_official_3ep"], []),
     "colour_noise_3ep": ([*COMPARE, "colour_noise_3ep"], []),
+    # the paper's schedule beside the 3-epoch grid (its figure is the README's)
+    "paper_schedule_cpu/report": (
+        ["paper_schedule_cpu/runs", "compare_paper_data_3ep/runs"],
+        [],
+    ),
 }
 
 

@@ -40,6 +40,25 @@ def test_every_relative_link_exists(page):
     assert not missing, f"{page_id(page)} links to files that do not exist: {missing}"
 
 
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives the page's headings (lower case, punctuation dropped)."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_link_to_a_heading_finds_it(page):
+    missing = []
+    for target in [t for t in links(page) if "#" in t] + [
+        m.group(1) for m in LINK.finditer(page.read_text()) if m.group(1).startswith("#")
+    ]:
+        path, _, anchor = target.partition("#")
+        linked = page.parent / path if path else page
+        if linked.suffix == ".md" and anchor not in anchors(linked):
+            missing.append(target)
+    assert not missing, f"{page_id(page)} links to headings that do not exist: {missing}"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_every_results_path_named_exists(page):
     named = {m.group(0).rstrip(".") for m in RESULTS_PATH.finditer(page.read_text())}

@@ -564,6 +564,17 @@ def test_make_targets_read_the_data_folder_from_lnl_data_dir(variables, expected
         assert expected in dry.stdout, (target, dry.stdout[:2000])
 
 
+def test_make_install_takes_a_torch_index_for_the_cpu_wheels():
+    index = "https://download.pytorch.org/whl/cpu"
+    dry = run_make("install", "-n", f"TORCH_INDEX={index}", "STAMP=/nonexistent/stamp")
+    lines = dry.stdout.splitlines()
+    torch_line = next(i for i, line in enumerate(lines) if f"--index-url {index}" in line)
+    assert "install --quiet torch torchvision" in lines[torch_line]
+    assert torch_line < next(i for i, line in enumerate(lines) if "-e '.[dev]'" in line)
+    plain = run_make("install", "-n", "STAMP=/nonexistent/stamp").stdout
+    assert "--index-url" not in plain and "-e '.[dev]'" in plain
+
+
 def test_make_studies_take_a_selection_rule_for_every_method():
     for target in ("compare", "reproduce"):
         dry = run_make(target, "-n", "SELECT=unbiased")
