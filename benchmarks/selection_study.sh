@@ -64,7 +64,9 @@ case $step in
     "$PY" -m lnl_lightning.report "$out/runs" --out "$out/grid_report"  # and its picks.json
     picks=$("$PY" -c 'import json, sys
 picks = json.load(open(sys.argv[1]))
-print(" ".join(sorted({f"{p[\"lambda\"]}:{p[\"mu\"]}" for p in picks if p["method"] == "lnl"})))' \
+chosen = {"%s:%s" % (p["lambda"], p["mu"]) for p in picks
+          if p["method"] == "lnl" and p["tied"] == 1 and not p["rule"].startswith("test-set")}
+print(" ".join(sorted(chosen)))' \
       "$out/grid_report/picks.json")
     for seed in 1 2; do
       job "baseline/seed$seed" model=baseline seed="$seed"

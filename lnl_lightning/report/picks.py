@@ -52,13 +52,15 @@ def setting(row: Row) -> str:
 
 
 def picks(rows: list[Row]) -> list[dict[str, Any]]:
-    """For each choice and each rule whose metric every candidate has: the row it picks."""
+    """For each choice and each rule whose metric every candidate has: the row it picks (with
+    ``tied`` > 1 when several share its best value: then the rule picks none of them)."""
     found = []
     for group in choices(rows):
         for rule, metric in (*RULES, ORACLE):
             if not all(row.values.get(metric) for row in group):
                 continue
             best = max(group, key=lambda row, m=metric: row.mean(m))
+            tied = sum(row.mean(metric) == best.mean(metric) for row in group)
             ranked = sorted(group, key=lambda row: row.mean("test/acc"), reverse=True)
             found.append(
                 {
@@ -74,6 +76,7 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
                     "test_acc_std": best.std("test/acc"),
                     "test_rank": ranked.index(best) + 1,
                     "candidates": len(group),
+                    "tied": tied,  # candidates with the same best value: the rule cannot decide
                     "seeds": sorted(best.seeds, key=str),
                     "choice": ", ".join(
                         f"{k}={v}"
@@ -115,8 +118,11 @@ def picks_table(found: list[dict[str, Any]]) -> list[str]:
             labels = "yes" if pick["uses_bias_labels"] else "no"
             if pick["rule"] == ORACLE[0]:
                 labels = "reads test"
+            chosen = setting(pick["_row"])
+            if pick["tied"] > 1:
+                chosen = f"none: {pick['tied']} tie at the best value"
             lines.append(
-                f"| {pick['rule']} | {pick['metric']} | {labels} | {setting(pick['_row'])} | "
+                f"| {pick['rule']} | {pick['metric']} | {labels} | {chosen} | "
                 f"{pick['value']:.4f} | {pick['test_acc']:.4f}{spread} | "
                 f"{pick['test_rank']} of {pick['candidates']} |"
             )

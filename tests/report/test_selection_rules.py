@@ -105,3 +105,15 @@ def test_the_published_comparison_keeps_rules_apart_too(run_at, tmp_path):
     assert "unbiased rule (weights best val_random/acc, sweep val_random/acc) | 0.6000" in (
         comparison
     )
+
+
+def test_a_rule_whose_best_value_is_shared_picks_nothing(run_at, tmp_path):
+    for lam in (0.001, 0.01, 0.1):
+        metrics = {"val_random/acc_worst_group": 0.0, "val_random/acc": lam, "test/acc": lam}
+        run_at(f"l{lam}", BOTH, f"model.lambda_={lam}", metrics=metrics)
+    chosen = {p["rule"]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
+    assert chosen["worst_group"]["tied"] == 3 and chosen["unbiased"]["tied"] == 1
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    assert (
+        "| worst_group | val_random/acc_worst_group | yes | none: 3 tie at the best value |" in text
+    )
