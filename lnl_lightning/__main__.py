@@ -130,9 +130,21 @@ def write_error_if_possible(out_dir: Path, err: BaseException) -> None:
         log.warning("could not write %s: %s", out_dir / ERROR_FILE, unwritten)
 
 
+def register_launcher() -> None:
+    """Make ``hydra/launcher=packed`` known to Hydra however the package was installed: Hydra
+    finds plugins by listing the ``hydra_plugins`` namespace, which does not list a package that
+    an editable install maps in (``pip install -e .``, run outside the repository)."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.lnl_lightning_launcher.packed_launcher import PackedLauncher
+
+    Plugins.instance().register(PackedLauncher)
+
+
 def cli() -> None:
     """The ``lnl-lightning`` command and ``python -m lnl_lightning``."""
     survive_broken_pipes()  # before Hydra configures logging: its handlers then write safely
+    register_launcher()
     try:
         main()
     except SystemExit as stopped:

@@ -357,3 +357,36 @@ def test_a_pack_cut_short_leaves_each_member_its_last_finished_epoch(
     for name, value in model.feature_extractor.state_dict().items():
         saved = weights[0][f"feature_extractor.{name}"]  # float64: trained in 64-true
         assert torch.equal(value, saved.to(value.dtype)), name
+
+
+def test_the_packed_launcher_is_found_outside_the_repository(tmp_path, mnist_dir):
+    """Run where the repository is not on the path (as an installed package is run): Hydra
+    lists the hydra_plugins namespace, which misses an editable install's mapped packages."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lnl_lightning",
+            "-m",
+            "hydra/launcher=packed",
+            "experiment=colored_mnist",
+            "debug=fast",
+            f"data.data_dir={mnist_dir}",
+            "data.batch_size=32",
+            "seed=0,1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env={**env, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Pack of 2 runs done" in done.stdout + done.stderr
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
