@@ -55,7 +55,12 @@ def selection_rule(config: Mapping[str, Any]) -> dict[str, Any]:
     weights = f"best {metric}" if best else "last"
     used = [m for m in ((metric,) if best else ()) + (sweep,) if uses_bias_labels(m)]
     name = chosen.get("name") or RULE_NAMES.get(sweep, "custom")
-    if chosen.get("metric") not in (None, sweep) or (best and metric != sweep):
+    named = {rule: m for m, rule in RULE_NAMES.items()}.get(name)  # conf/selection's metric
+    if (
+        named not in (None, sweep)
+        or chosen.get("metric") not in (None, sweep)
+        or (best and metric != sweep)
+    ):
         name = "custom"  # the metrics were set one by one, not as the named rule
     return {
         "name": name,

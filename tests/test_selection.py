@@ -44,6 +44,8 @@ def test_a_named_rule_sets_the_best_checkpoint_and_the_sweep_metric():
 def test_metrics_set_one_by_one_make_a_custom_rule_and_say_so():
     rule = rule_of("optimized_metric=val/acc_unbiased")
     assert rule["name"] == "custom" and rule["uses_bias_labels"]  # a group metric
+    worst = rule_of("selection.metric=val/acc_worst_group", experiment="dogs_cats")
+    assert worst["name"] == "custom" and worst["sweep_metric"] == "val/acc_worst_group"
 
 
 def test_a_config_recorded_before_the_rule_was_a_setting_has_its_rule_derived():
