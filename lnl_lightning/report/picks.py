@@ -9,6 +9,8 @@ that says whether a rule picked well.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import defaultdict
 from typing import Any, Protocol
 
@@ -35,14 +37,33 @@ class Row(Protocol):  # report.Row
     def std(self, metric: str) -> float: ...
 
 
-def choices(rows: list[Row]) -> list[list[Row]]:
-    """Rows that differ only in the method's settings, with the same seeds: one choice each
-    (two rows or more)."""
+def choices(rows: list[Row]) -> list[tuple[list[Row], list[Any]]]:
+    """Rows that differ only in the method's settings, with the seeds all of them were run
+    with: one choice each (two rows or more sharing at least one seed). A rule compares the
+    candidates on those shared seeds alone, so a candidate run with more seeds is no better
+    or worse placed for it."""
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for row in rows:
-        same = tuple(repr(v) for k, v in row.fields.items() if k not in CHOSEN)
-        groups[(same, tuple(sorted(map(str, row.seeds))))].append(row)
-    return [group for group in groups.values() if len(group) > 1]
+        groups[tuple(repr(v) for k, v in row.fields.items() if k not in CHOSEN)].append(row)
+    found = []
+    for group in groups.values():
+        shared = set.intersection(*({repr(s) for s in row.seeds} for row in group))
+        if len(group) > 1 and shared:
+            found.append((group, sorted((s for s in group[0].seeds if repr(s) in shared), key=str)))
+    return found
+
+
+def mean_over(row: Row, metric: str, seeds: list[Any]) -> float:
+    """The row's mean of ``metric`` over ``seeds`` (NaN where a seed lacks it)."""
+    values = dict(zip(map(repr, row.seeds), row.values.get(metric, []), strict=False))
+    picked = [values[repr(s)] for s in seeds if repr(s) in values]
+    return statistics.fmean(picked) if len(picked) == len(seeds) else math.nan
+
+
+def std_over(row: Row, metric: str, seeds: list[Any]) -> float:
+    values = dict(zip(map(repr, row.seeds), row.values.get(metric, []), strict=False))
+    picked = [values[repr(s)] for s in seeds if repr(s) in values]
+    return statistics.stdev(picked) if len(picked) > 1 else 0.0
 
 
 def setting(row: Row) -> str:
@@ -55,13 +76,15 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
     """For each choice and each rule whose metric every candidate has: the row it picks (with
     ``tied`` > 1 when several share its best value: then the rule picks none of them)."""
     found = []
-    for group in choices(rows):
+    for group, seeds in choices(rows):
         for rule, metric in (*RULES, ORACLE):
-            if not all(row.values.get(metric) for row in group):
+            value = {id(row): mean_over(row, metric, seeds) for row in group}
+            test = {id(row): mean_over(row, "test/acc", seeds) for row in group}
+            if any(math.isnan(v) for v in value.values()):
                 continue
-            best = max(group, key=lambda row, m=metric: row.mean(m))
-            tied = sum(row.mean(metric) == best.mean(metric) for row in group)
-            ranked = sorted(group, key=lambda row: row.mean("test/acc"), reverse=True)
+            best = max(group, key=lambda row: value[id(row)])
+            tied = sum(value[id(row)] == value[id(best)] for row in group)
+            ranked = sorted(group, key=lambda row: test[id(row)], reverse=True)
             found.append(
                 {
                     "rule": rule,
@@ -71,13 +94,13 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
                     "lambda": best.fields.get("lambda"),
                     "mu": best.fields.get("mu"),
                     "settings": best.fields.get("settings"),
-                    "value": best.mean(metric),
-                    "test_acc": best.mean("test/acc"),
-                    "test_acc_std": best.std("test/acc"),
+                    "value": value[id(best)],
+                    "test_acc": test[id(best)],
+                    "test_acc_std": std_over(best, "test/acc", seeds),
                     "test_rank": ranked.index(best) + 1,
                     "candidates": len(group),
                     "tied": tied,  # candidates with the same best value: the rule cannot decide
-                    "seeds": sorted(best.seeds, key=str),
+                    "seeds": seeds,  # the seeds the candidates share, all compared on
                     "choice": ", ".join(
                         f"{k}={v}"
                         for k, v in best.fields.items()
@@ -97,9 +120,10 @@ def picks_table(found: list[dict[str, Any]]) -> list[str]:
         "",
         "## Which configuration each selection rule picks",
         "",
-        "Among configurations that differ only in the method's settings (same data, schedule "
-        "and seeds), the one with the highest mean of the rule's validation metric, and its "
-        "unbiased test accuracy (mean ± std over seeds; rank among the candidates by test "
+        "Among configurations that differ only in the method's settings (same data and "
+        "schedule), the one with the highest mean of the rule's validation metric over the "
+        "seeds they all were run with, and its "
+        "unbiased test accuracy over those seeds (mean ± std; rank among the candidates by test "
         "accuracy). The test-set oracle is a reference, not a rule.",
     ]
     by_choice: dict[str, list[dict[str, Any]]] = defaultdict(list)

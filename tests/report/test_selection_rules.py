@@ -117,3 +117,20 @@ def test_a_rule_whose_best_value_is_shared_picks_nothing(run_at, tmp_path):
     assert (
         "| worst_group | val_random/acc_worst_group | yes | none: 3 tie at the best value |" in text
     )
+
+
+def test_candidates_are_compared_on_the_seeds_they_share(run_at, tmp_path):
+    # lambda 0.1 was run with seeds 0, 1, 2 (its seed 0 the worse); lambda 0.01 with seed 0
+    for seed, unbiased in ((0, 0.40), (1, 0.60), (2, 0.60)):
+        metrics = {"val_random/acc": unbiased, "test/acc": unbiased}
+        run_at(f"a{seed}", BOTH, "model.lambda_=0.1", f"seed={seed}", metrics=metrics)
+    run_at(
+        "b0",
+        BOTH,
+        "model.lambda_=0.01",
+        "seed=0",
+        metrics={"val_random/acc": 0.45, "test/acc": 0.45},
+    )
+    chosen = {p["rule"]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
+    assert chosen["unbiased"]["lambda"] == 0.01  # on seed 0; by all its seeds 0.1 would win
+    assert chosen["unbiased"]["seeds"] == [0] and chosen["unbiased"]["value"] == 0.45
