@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lnl_lightning.report.cli import write_report
 from lnl_lightning.report.picks import picks
 from lnl_lightning.report.records import collect, summarize
@@ -134,3 +136,15 @@ def test_candidates_are_compared_on_the_seeds_they_share(run_at, tmp_path):
     chosen = {p["rule"]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
     assert chosen["unbiased"]["lambda"] == 0.01  # on seed 0; by all its seeds 0.1 would win
     assert chosen["unbiased"]["seeds"] == [0] and chosen["unbiased"]["value"] == 0.45
+
+
+def test_a_pick_is_compared_seed_by_seed_with_the_papers_setting(run_at, tmp_path):
+    for seed, (paper, other) in enumerate(((0.40, 0.50), (0.42, 0.47), (0.38, 0.50))):
+        for lam, acc in ((0.01, paper), (0.1, other)):
+            metrics = {"val_random/acc": acc, "test/acc": acc}
+            run_at(f"l{lam}_{seed}", BOTH, f"model.lambda_={lam}", f"seed={seed}", metrics=metrics)
+    chosen = {p["rule"]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
+    assert chosen["unbiased"]["lambda"] == 0.1
+    assert chosen["unbiased"]["vs_paper"] == pytest.approx([0.10, 0.05, 0.12])
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    assert "| 1 of 2 | +0.0900 ± 0.0361 (+0.1000, +0.0500, +0.1200) |" in text
