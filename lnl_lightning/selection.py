@@ -23,12 +23,14 @@ from lnl_lightning.errors import ConfigError
 VAL_NAMES = {"train": ("val",), "random": ("val_random",), "both": ("val", "val_random")}
 # metrics that need the label alone (and images distributed like training, for ``val``)
 LABEL_ONLY = {"val": ("acc",), "train": ("acc", "label_loss", "images_per_s")}
-# the rules of conf/selection/, by metric, for records made before the rule was a setting
-RULE_NAMES = {
-    "val/acc": "aligned",
-    "val_random/acc": "unbiased",
-    "val_random/acc_worst_group": "worst_group",
+# the rules of conf/selection/ and the metric each maximises (records made before the rule was
+# a setting are named by their metric)
+RULE_METRICS = {
+    "aligned": "val/acc",
+    "unbiased": "val_random/acc",
+    "worst_group": "val_random/acc_worst_group",
 }
+RULE_NAMES = {metric: name for name, metric in RULE_METRICS.items()}
 
 
 def uses_bias_labels(metric: str) -> bool:
@@ -55,7 +57,7 @@ def selection_rule(config: Mapping[str, Any]) -> dict[str, Any]:
     weights = f"best {metric}" if best else "last"
     used = [m for m in ((metric,) if best else ()) + (sweep,) if uses_bias_labels(m)]
     name = chosen.get("name") or RULE_NAMES.get(sweep, "custom")
-    named = {rule: m for m, rule in RULE_NAMES.items()}.get(name)  # conf/selection's metric
+    named = RULE_METRICS.get(name)  # the metric of conf/selection/<name>.yaml
     if (
         named not in (None, sweep)
         or chosen.get("metric") not in (None, sweep)

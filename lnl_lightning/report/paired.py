@@ -21,6 +21,14 @@ class Row(Protocol):  # report.Row
     values: dict[str, list[float]]
 
 
+def format_differences(diffs: list[float]) -> str:
+    """``+0.0900 ± 0.0361 (+0.1000, +0.0500, +0.1200)``: the mean of per-seed differences, their
+    std (n − 1) when there are several, and each seed's in brackets."""
+    spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
+    each = ", ".join(f"{d:+.4f}" for d in diffs)
+    return f"{statistics.fmean(diffs):+.4f}{spread} ({each})"
+
+
 def paired_differences(rows: list[Row], label: Any = str) -> list[str]:
     """Markdown: for each non-baseline row with a baseline row of the same setting, the
     per-seed differences (method - baseline) of :data:`PAIRED_METRICS`."""
@@ -42,10 +50,7 @@ def paired_differences(rows: list[Row], label: Any = str) -> list[str]:
                 continue
             ours = dict(zip(row.seeds, row.values[metric], strict=True))
             theirs = dict(zip(base.seeds, base.values[metric], strict=True))
-            diffs = [ours[s] - theirs[s] for s in seeds]
-            spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
-            each = ", ".join(f"{d:+.4f}" for d in diffs)
-            cells.append(f"{statistics.fmean(diffs):+.4f}{spread} ({each})")
+            cells.append(format_differences([ours[s] - theirs[s] for s in seeds]))
         if not seeds:
             continue
         name = label(row.fields["method"])

@@ -14,15 +14,11 @@ import statistics
 from collections import defaultdict
 from typing import Any, Protocol
 
+from lnl_lightning.report.paired import format_differences
 from lnl_lightning.report.published import OFFICIAL_WEIGHTS
-from lnl_lightning.selection import uses_bias_labels
+from lnl_lightning.selection import RULE_METRICS, uses_bias_labels
 
-# the rules of conf/selection/, each with the metric it maximises
-RULES = (
-    ("aligned", "val/acc"),
-    ("unbiased", "val_random/acc"),
-    ("worst_group", "val_random/acc_worst_group"),
-)
+RULES = tuple(RULE_METRICS.items())  # the rules of conf/selection/, each with its metric
 ORACLE = ("test-set oracle (a reference, never a rule)", "test/acc")
 # what candidates of one choice may differ in: the method's own settings
 CHOSEN = ("lambda", "mu", "settings")
@@ -183,9 +179,7 @@ def paired(pick: dict[str, Any]) -> str:
         return "–"
     if diffs is None:
         return "the paper's setting" if is_paper_setting(pick["_row"]) else "–"
-    spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
-    each = ", ".join(f"{d:+.4f}" for d in diffs)
-    return f"{statistics.fmean(diffs):+.4f}{spread} ({each})"
+    return format_differences(diffs)
 
 
 def picks_record(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
