@@ -8,11 +8,14 @@ differences and their spread say more than two means side by side when seeds are
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 from typing import Any, Protocol
 
 # What must be equal for two runs to be a pair (besides the seed): the data and the schedule.
 PAIR_FIELDS = ("task_name", "color_var", "data", "rho", "train_split", "task", "epochs")
 PAIRED_METRICS = ("test/acc", "test/acc_conflicting", "test/bias_acc")
+# what tells two rows of one method apart within a setting: its own settings (LNL's lambda, mu)
+METHOD_FIELDS = ("lambda", "mu", "settings")
 
 
 class Row(Protocol):  # report.Row
@@ -37,6 +40,12 @@ def paired_differences(rows: list[Row], label: Any = str) -> list[str]:
         for row in rows
         if row.fields.get("method") == "baseline"
     }
+    # a method's own settings (LNL's lambda, mu) are named where its rows differ in them
+    values = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        for field in METHOD_FIELDS:
+            values[row.fields.get("method")][field].add(repr(row.fields.get(field)))
+    varying = {m: [f for f in METHOD_FIELDS if len(seen[f]) > 1] for m, seen in values.items()}
     lines = []
     for row in rows:
         base = baselines.get(tuple(row.fields.get(k) for k in PAIR_FIELDS))
@@ -56,7 +65,9 @@ def paired_differences(rows: list[Row], label: Any = str) -> list[str]:
         name = label(row.fields["method"])
         if row.fields.get("start") == "warm":
             name += " warm-started"
-        setting = [f"{k}={row.fields[k]}" for k in PAIR_FIELDS[1:] if row.fields.get(k) is not None]
+        shown = [(k, row.fields.get(k)) for k in (*varying[row.fields["method"]], *PAIR_FIELDS[1:])]
+        # "settings" is already "key=value ..."
+        setting = [v if k == "settings" else f"{k}={v}" for k, v in shown if v not in (None, "")]
         lines.append(
             f"| {name} | {', '.join(setting)} | {','.join(map(str, seeds))} | "
             + " | ".join(cells)
@@ -69,7 +80,7 @@ def paired_differences(rows: list[Row], label: Any = str) -> list[str]:
         "",
         "## Paired differences from the baseline",
         "",
-        "Per seed, the method's value minus the baseline's of the same seed and setting; "
+        "Per seed, the method's value minus the baseline's of the same seed, data and schedule; "
         "mean ± std over seeds (each seed's difference in brackets).",
         "",
         f"| method | setting | seeds | {header} |",

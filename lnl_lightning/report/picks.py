@@ -14,14 +14,13 @@ import statistics
 from collections import defaultdict
 from typing import Any, Protocol
 
-from lnl_lightning.report.paired import format_differences
+from lnl_lightning.report.paired import METHOD_FIELDS, format_differences
 from lnl_lightning.report.published import OFFICIAL_WEIGHTS
 from lnl_lightning.selection import RULE_METRICS, uses_bias_labels
 
 RULES = tuple(RULE_METRICS.items())  # the rules of conf/selection/, each with its metric
 ORACLE = ("test-set oracle (a reference, never a rule)", "test/acc")
-# what candidates of one choice may differ in: the method's own settings
-CHOSEN = ("lambda", "mu", "settings")
+CHOSEN = METHOD_FIELDS  # what candidates of one choice may differ in: the method's own settings
 
 
 class Row(Protocol):  # report.Row

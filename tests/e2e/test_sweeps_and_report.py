@@ -549,6 +549,18 @@ def test_report_pairs_each_method_with_the_baseline_of_its_seed(tmp_path):
     assert "color_var=0.05" not in paired
 
 
+def test_paired_rows_of_one_method_name_the_settings_that_tell_them_apart(tmp_path):
+    write_run(tmp_path / "baseline", "baseline", 0.0, 0, 0.20)
+    for mu, acc in ((0.1, 0.25), (0.3, 0.40)):
+        write_run(tmp_path / f"lnl_mu{mu}", "lnl", 0.01, 0, acc, mu=mu)
+    text = write_report(tmp_path).read_text()
+    paired = text.split("## Paired differences from the baseline")[1].split("##")[0]
+    rows = sorted(row for row in paired.splitlines() if row.startswith("| LNL"))
+    assert len(rows) == 2
+    assert "mu=0.1," in rows[0] and "+0.0500 (+0.0500)" in rows[0]
+    assert "mu=0.3," in rows[1] and "+0.2000 (+0.2000)" in rows[1]
+
+
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
