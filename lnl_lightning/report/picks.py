@@ -110,6 +110,7 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
                     ),
                     "vs_paper": None if paper is None else per_seed_difference(best, paper, seeds),
                     "_row": best,
+                    "_group": group,
                 }
             )
     return found
@@ -167,6 +168,54 @@ def picks_table(found: list[dict[str, Any]]) -> list[str]:
                 f"| {pick['rule']} | {pick['metric']} | {labels} | {chosen} | "
                 f"{pick['value']:.4f} | {pick['test_acc']:.4f}{spread} | "
                 f"{pick['test_rank']} of {pick['candidates']} | {paired(pick)} |"
+            )
+    return lines + further_seeds_table(found)
+
+
+def further_seeds_table(found: list[dict[str, Any]]) -> list[str]:
+    """Markdown: where the picks (and the paper's setting) were run with more seeds than the
+    choice compared them on, each over every seed it has: a grid on one seed, its picks rerun
+    on more, is judged here."""
+    lines: list[str] = []
+    by_group: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for pick in found:
+        by_group[id(pick["_group"])].append(pick)
+    for rules in by_group.values():
+        chosen: dict[int, list[str]] = {}  # row: the rules that pick it
+        rows: dict[int, Row] = {}
+        for pick in rules:
+            if pick["tied"] == 1:
+                chosen.setdefault(id(pick["_row"]), []).append(pick["rule"].split(" ")[0])
+                rows[id(pick["_row"])] = pick["_row"]
+        paper = next((row for row in rules[0]["_group"] if is_paper_setting(row)), None)
+        if paper is not None:
+            rows.setdefault(id(paper), paper)
+            chosen.setdefault(id(paper), [])
+        if not any(len(row.seeds) > len(rules[0]["seeds"]) for row in rows.values()):
+            continue
+        lines += [
+            "",
+            f"The same configurations over every seed each was run with ({rules[0]['choice']}):"
+            " test accuracy mean ± std, and for LNL the difference from the paper's (0.01, 0.1)"
+            " over the seeds both have, seed by seed.",
+            "",
+            "| configuration | picked by | seeds | test/acc | Δ test/acc vs (0.01, 0.1) |",
+            "|---|---|---|---|---|",
+        ]
+        for key, row in rows.items():
+            seeds = row.seeds
+            test = mean_over(row, "test/acc", seeds)
+            spread = f" ± {std_over(row, 'test/acc', seeds):.4f}" if len(seeds) > 1 else ""
+            if row is paper:
+                versus = "the paper's setting"
+            elif paper is None:
+                versus = "–"
+            else:
+                shared = [s for s in seeds if repr(s) in by_seed(paper, "test/acc")]
+                versus = format_differences(per_seed_difference(row, paper, shared))
+            lines.append(
+                f"| {setting(row)} | {', '.join(chosen[key]) or '–'} | "
+                f"{','.join(map(str, seeds))} | {test:.4f}{spread} | {versus} |"
             )
     return lines
 

@@ -148,3 +148,31 @@ def test_a_pick_is_compared_seed_by_seed_with_the_papers_setting(run_at, tmp_pat
     assert chosen["unbiased"]["vs_paper"] == pytest.approx([0.10, 0.05, 0.12])
     text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
     assert "| 1 of 2 | +0.0900 ± 0.0361 (+0.1000, +0.0500, +0.1200) |" in text
+
+
+def test_picks_rerun_with_more_seeds_are_shown_over_all_of_them(run_at, tmp_path):
+    # the grid on seed 0; the unbiased rule's pick (lambda 0.1) and the paper's setting
+    # (lambda 0.01) rerun with seeds 1 and 2
+    accs = {0.001: (0.30,), 0.01: (0.40, 0.42, 0.38), 0.1: (0.50, 0.47, 0.50)}
+    for lam, by_seed in accs.items():
+        for seed, acc in enumerate(by_seed):
+            metrics = {"val/acc": 1 - acc, "val_random/acc": acc, "test/acc": acc}
+            run_at(f"l{lam}_{seed}", BOTH, f"model.lambda_={lam}", f"seed={seed}", metrics=metrics)
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    table = text.split("over every seed each was run with")[1].split("## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| lambda")]
+    assert rows == [
+        "| lambda=0.001 mu=0.1 | aligned | 0 | 0.3000 | -0.1000 (-0.1000) |",
+        "| lambda=0.1 mu=0.1 | unbiased, test-set | 0,1,2 | 0.4900 ± 0.0173 | "
+        "+0.0900 ± 0.0361 (+0.1000, +0.0500, +0.1200) |",
+        "| lambda=0.01 mu=0.1 | – | 0,1,2 | 0.4000 ± 0.0200 | the paper's setting |",
+    ]
+
+
+def test_no_further_table_when_the_picks_have_no_other_seeds(run_at, tmp_path):
+    for lam, acc in ((0.01, 0.4), (0.1, 0.5)):
+        metrics = {"val_random/acc": acc, "test/acc": acc}
+        run_at(f"l{lam}", BOTH, f"model.lambda_={lam}", metrics=metrics)
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    assert "Which configuration each selection rule picks" in text
+    assert "over every seed each was run with" not in text
