@@ -27,7 +27,12 @@ REPORTS = {
     "colour_noise_3ep": ([*COMPARE, "colour_noise_3ep"], []),
     # the paper's schedule beside the 3-epoch grid (its figure is the README's)
     "paper_schedule_cpu/report": (
-        ["paper_schedule_cpu/runs", "compare_paper_data_3ep/runs"],
+        [
+            "paper_schedule_cpu/runs",
+            "paper_schedule_cpu/runs_s020_seed1",
+            "paper_schedule_cpu/runs_s020_seed2",
+            "compare_paper_data_3ep/runs",
+        ],
         [],
     ),
 }
