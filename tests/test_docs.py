@@ -66,6 +66,27 @@ def test_every_results_path_named_exists(page):
     assert not missing, f"{page_id(page)} names results that do not exist: {missing}"
 
 
+# a file of the repository named in the text (the code, its tests, configs, scripts)
+CODE_PATH = re.compile(r"(?<![\w/.])(?:lnl_lightning|tests|conf|benchmarks|\.ci)/[\w.+\-/]*\w")
+AT_COMMIT = re.compile(r"commit\s+`[0-9a-f]{7,40}`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_file_of_the_code_named_exists_or_is_dated(page):
+    """A file named in the text exists today, or the text around it names the commit it is
+    of (history: "benchmarks/gpu_check.sh as of commit `fb490f3`")."""
+    text = page.read_text()
+    missing = sorted(
+        {
+            m.group(0)
+            for m in CODE_PATH.finditer(text)
+            if not (REPO / m.group(0)).exists()
+            and not AT_COMMIT.search(text[max(0, m.start() - 200) : m.end() + 200])
+        }
+    )
+    assert not missing, f"{page_id(page)} names files that do not exist: {missing}"
+
+
 def commands(page: Path) -> list[list[str]]:
     """Each shell command of the page's code blocks, as words (continuations joined, comments
     dropped, ``a && b`` and ``a; b`` split)."""
