@@ -25,6 +25,8 @@ REPORTS = {
     ),
     "mu_official_3ep": ([*COMPARE, "mu_official_3ep"], []),
     "colour_noise_3ep": ([*COMPARE, "colour_noise_3ep"], []),
+    # model selection: a lambda x mu grid, each rule's pick rerun on more seeds
+    "selection_3ep/report": (["selection_3ep/runs"], []),
     # the paper's schedule beside the 3-epoch grid (its figure is the README's)
     "paper_schedule_cpu/report": (
         [
