@@ -87,6 +87,7 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
             paper = next((r for r in group if is_paper_setting(r) and r is not best), None)
             tied = sum(value[id(row)] == value[id(best)] for row in group)
             ranked = sorted(group, key=lambda row: test[id(row)], reverse=True)
+            agreement = rank_agreement([value[id(r)] for r in group], [test[id(r)] for r in group])
             found.append(
                 {
                     "rule": rule,
@@ -100,6 +101,8 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
                     "test_acc": test[id(best)],
                     "test_acc_std": std_over(best, "test/acc", seeds),
                     "test_rank": ranked.index(best) + 1,
+                    "rank_agreement": agreement,  # Spearman rho of the metric with test/acc
+                    "largest_gap": max(abs(value[id(r)] - test[id(r)]) for r in group),
                     "candidates": len(group),
                     "tied": tied,  # candidates with the same best value: the rule cannot decide
                     "seeds": seeds,  # the seeds the candidates share, all compared on
@@ -114,6 +117,16 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
                 }
             )
     return found
+
+
+def rank_agreement(metric: list[float], test: list[float]) -> float:
+    """Spearman's rank correlation of a rule's metric with test accuracy over the candidates:
+    1 when the rule orders them as test does (NaN when either is constant)."""
+    from scipy.stats import spearmanr
+
+    if len(set(metric)) < 2 or len(set(test)) < 2:
+        return math.nan
+    return float(spearmanr(metric, test).statistic)
 
 
 def is_paper_setting(row: Row) -> bool:
@@ -140,7 +153,10 @@ def picks_table(found: list[dict[str, Any]]) -> list[str]:
         "schedule), the one with the highest mean of the rule's validation metric over the "
         "seeds they all were run with, and its "
         "unbiased test accuracy over those seeds (mean ± std; rank among the candidates by test "
-        "accuracy). The test-set oracle is a reference, not a rule. For LNL, the last column "
+        "accuracy; ρ: Spearman's rank correlation of the rule's metric with test accuracy over "
+        "the candidates, 1 when it orders them as test does; gap: the largest difference "
+        "between the two in any candidate). "
+        "The test-set oracle is a reference, not a rule. For LNL, the last column "
         "is the pick's test accuracy minus that of the paper's (λ, μ) = (0.01, 0.1), seed by "
         "seed (mean ± std, each seed's difference in brackets).",
     ]
@@ -153,8 +169,8 @@ def picks_table(found: list[dict[str, Any]]) -> list[str]:
             f"{choice} ({rules[0]['candidates']} configurations):",
             "",
             "| rule | maximises | bias labels | picks | its value | test/acc | test rank "
-            "| Δ test/acc vs (0.01, 0.1) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| ρ with test | gap | Δ test/acc vs (0.01, 0.1) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for pick in rules:
             spread = f" ± {pick['test_acc_std']:.4f}" if len(pick["seeds"]) > 1 else ""
@@ -167,7 +183,8 @@ def picks_table(found: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"| {pick['rule']} | {pick['metric']} | {labels} | {chosen} | "
                 f"{pick['value']:.4f} | {pick['test_acc']:.4f}{spread} | "
-                f"{pick['test_rank']} of {pick['candidates']} | {paired(pick)} |"
+                f"{pick['test_rank']} of {pick['candidates']} | {agreement(pick)} | "
+                f"{pick['largest_gap']:.4f} | {paired(pick)} |"
             )
     return lines + further_seeds_table(found)
 
@@ -220,6 +237,11 @@ def further_seeds_table(found: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def agreement(pick: dict[str, Any]) -> str:
+    rho = pick["rank_agreement"]
+    return "–" if math.isnan(rho) else f"{rho:+.2f}"
+
+
 def paired(pick: dict[str, Any]) -> str:
     """The pick's per-seed difference from the paper's setting, or why there is none."""
     diffs = pick["vs_paper"]
@@ -231,5 +253,10 @@ def paired(pick: dict[str, Any]) -> str:
 
 
 def picks_record(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The picks as plain data (``picks.json``), for scripts that run the picks further."""
-    return [{k: v for k, v in pick.items() if not k.startswith("_")} for pick in found]
+    """The picks as plain data (``picks.json``), for scripts that run the picks further; a
+    value that is not a number is ``null``."""
+
+    def plain(value: Any) -> Any:
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return [{k: plain(v) for k, v in pick.items() if not k.startswith("_")} for pick in found]

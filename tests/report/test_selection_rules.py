@@ -4,6 +4,7 @@ which configuration each rule picks among a method's settings."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_a_pick_is_compared_seed_by_seed_with_the_papers_setting(run_at, tmp_pat
     assert chosen["unbiased"]["lambda"] == 0.1
     assert chosen["unbiased"]["vs_paper"] == pytest.approx([0.10, 0.05, 0.12])
     text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
-    assert "| 1 of 2 | +0.0900 ± 0.0361 (+0.1000, +0.0500, +0.1200) |" in text
+    assert "| 1 of 2 | +1.00 | 0.0000 | +0.0900 ± 0.0361 (+0.1000, +0.0500, +0.1200) |" in text
 
 
 def test_picks_rerun_with_more_seeds_are_shown_over_all_of_them(run_at, tmp_path):
@@ -176,3 +177,29 @@ def test_no_further_table_when_the_picks_have_no_other_seeds(run_at, tmp_path):
     text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
     assert "Which configuration each selection rule picks" in text
     assert "over every seed each was run with" not in text
+
+
+def test_each_rule_says_how_well_its_metric_orders_the_candidates_as_test_does(run_at, tmp_path):
+    # val_random orders the three as test does; val/acc in reverse; the worst group is constant
+    for lam, (aligned, unbiased, test) in {
+        0.001: (0.99, 0.30, 0.31),
+        0.01: (0.97, 0.45, 0.44),
+        0.1: (0.90, 0.50, 0.52),
+    }.items():
+        metrics = {
+            "val/acc": aligned,
+            "val_random/acc": unbiased,
+            "val_random/acc_worst_group": 0.0,
+            "test/acc": test,
+        }
+        run_at(f"l{lam}", BOTH, f"model.lambda_={lam}", metrics=metrics)
+    chosen = {p["rule"].split(" ")[0]: p for p in picks(summarize(collect(tmp_path / "runs")[0]))}
+    assert chosen["unbiased"]["rank_agreement"] == pytest.approx(1.0)
+    assert chosen["aligned"]["rank_agreement"] == pytest.approx(-1.0)
+    assert chosen["unbiased"]["largest_gap"] == pytest.approx(0.02)
+    assert math.isnan(chosen["worst_group"]["rank_agreement"])
+    out = tmp_path / "out"
+    text = write_report(tmp_path / "runs", out).read_text()
+    assert "| 1 of 3 | +1.00 | 0.0200 |" in text and "| 3 of 3 | -1.00 | 0.6800 |" in text
+    written = {p["rule"]: p for p in json.loads((out / "picks.json").read_text())}
+    assert written["worst_group"]["rank_agreement"] is None  # JSON has no NaN
