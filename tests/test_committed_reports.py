@@ -33,6 +33,7 @@ REPORTS = {
             "paper_schedule_cpu/runs",
             "paper_schedule_cpu/runs_s020_seed1",
             "paper_schedule_cpu/runs_s020_seed2",
+            "paper_schedule_cpu/runs_s050_seed0",
             "compare_paper_data_3ep/runs",
         ],
         [],
