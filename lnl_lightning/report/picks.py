@@ -54,16 +54,20 @@ def by_seed(row: Row, metric: str) -> dict[str, float]:
     return dict(zip(map(repr, row.seeds), row.values.get(metric, []), strict=False))
 
 
+def values_over(row: Row, metric: str, seeds: list[Any]) -> list[float]:
+    """The row's values of ``metric`` for those of ``seeds`` it has."""
+    values = by_seed(row, metric)
+    return [values[repr(s)] for s in seeds if repr(s) in values]
+
+
 def mean_over(row: Row, metric: str, seeds: list[Any]) -> float:
     """The row's mean of ``metric`` over ``seeds`` (NaN where a seed lacks it)."""
-    values = by_seed(row, metric)
-    picked = [values[repr(s)] for s in seeds if repr(s) in values]
+    picked = values_over(row, metric, seeds)
     return statistics.fmean(picked) if len(picked) == len(seeds) else math.nan
 
 
 def std_over(row: Row, metric: str, seeds: list[Any]) -> float:
-    values = by_seed(row, metric)
-    picked = [values[repr(s)] for s in seeds if repr(s) in values]
+    picked = values_over(row, metric, seeds)
     return statistics.stdev(picked) if len(picked) > 1 else 0.0
 
 
@@ -78,15 +82,15 @@ def picks(rows: list[Row]) -> list[dict[str, Any]]:
     ``tied`` > 1 when several share its best value: then the rule picks none of them)."""
     found = []
     for group, seeds in choices(rows):
+        test = {id(row): mean_over(row, "test/acc", seeds) for row in group}
+        ranked = sorted(group, key=lambda row: test[id(row)], reverse=True)
         for rule, metric in (*RULES, ORACLE):
             value = {id(row): mean_over(row, metric, seeds) for row in group}
-            test = {id(row): mean_over(row, "test/acc", seeds) for row in group}
             if any(math.isnan(v) for v in value.values()):
                 continue
             best = max(group, key=lambda row: value[id(row)])
             paper = next((r for r in group if is_paper_setting(r) and r is not best), None)
             tied = sum(value[id(row)] == value[id(best)] for row in group)
-            ranked = sorted(group, key=lambda row: test[id(row)], reverse=True)
             agreement = rank_agreement([value[id(r)] for r in group], [test[id(r)] for r in group])
             found.append(
                 {
@@ -219,6 +223,7 @@ def further_seeds_table(found: list[dict[str, Any]]) -> list[str]:
             "| configuration | picked by | seeds | test/acc | Δ test/acc vs (0.01, 0.1) |",
             "|---|---|---|---|---|",
         ]
+        paper_seeds = by_seed(paper, "test/acc") if paper is not None else {}
         for key, row in rows.items():
             seeds = row.seeds
             test = mean_over(row, "test/acc", seeds)
@@ -228,7 +233,7 @@ def further_seeds_table(found: list[dict[str, Any]]) -> list[str]:
             elif paper is None:
                 versus = "–"
             else:
-                shared = [s for s in seeds if repr(s) in by_seed(paper, "test/acc")]
+                shared = [s for s in seeds if repr(s) in paper_seeds]
                 versus = format_differences(per_seed_difference(row, paper, shared))
             lines.append(
                 f"| {setting(row)} | {', '.join(chosen[key]) or '–'} | "
