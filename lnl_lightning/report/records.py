@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from lnl_lightning.records.folder import (
     CHECKPOINTS,
@@ -66,11 +67,27 @@ class Row:
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def source_folder(folder: Path, init_from: str, config: DictConfig) -> Path:
+    """The run folder of ``model.init_from`` (``<run>/checkpoints/<file>``), also in a moved tree.
+
+    Records name the paths the runs had when they trained. When a tree of runs is copied or
+    renamed, a source keeps its place relative to the run warm-started from it, so it is looked
+    for there first (relative to the run's recorded ``paths.output_dir``).
+    """
+    source = Path(init_from).parent.parent
+    trained_in = OmegaConf.select(config, "paths.output_dir")
+    if trained_in:
+        moved = Path(os.path.normpath(folder / os.path.relpath(source, trained_in)))
+        if moved.is_dir():
+            return moved
+    return source
+
+
 def load_run(folder: Path, summary: RunSummary | None) -> Run:
     """A run folder with its summary (``metrics.json``; None for a run still going)."""
     config = read_config(folder)
     init_from = OmegaConf.select(config, "model.init_from") if config is not None else None
-    warm_from = Path(init_from).parent.parent if init_from else None  # <run>/checkpoints/x
+    warm_from = source_folder(folder, init_from, config) if init_from else None
     identity = run_identity(config) if config is not None else {}
     identity.pop("seed", None)
     fields = run_fields(config, summary)

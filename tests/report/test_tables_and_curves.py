@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lnl_lightning.report.curves import curve_series, epoch_curve
@@ -78,6 +80,32 @@ def test_a_warm_started_run_continues_its_sources_epoch_count(run_at, tmp_path):
     table = curve_table(series)
     assert "| epochs | LNL warm-started, σ²=0.02 | baseline, σ²=0.02 |" in table
     assert "| 3 | 0.8000 | – |" in table and "| 1 | – | 0.2000 |" in table
+
+
+def test_a_warm_started_run_finds_its_source_after_their_tree_was_renamed(run_at, tmp_path):
+    """Trained in /trained/s020_seed1/{baseline,lnl_warm}, committed as runs/runs_s020_seed1/..."""
+    trained = Path("/trained/s020_seed1")
+    run_at(
+        "runs_s020_seed1/baseline",
+        "model=baseline",
+        f"paths.output_dir={trained / 'baseline'}",
+        metrics={"test/acc": 0.3},
+        epochs=2,
+        curve=[{"test/acc": 0.2}] * 2,
+    )
+    run_at(
+        "runs_s020_seed1/lnl_warm",
+        f"paths.output_dir={trained / 'lnl_warm'}",
+        f"model.init_from={trained / 'baseline' / 'checkpoints' / 'last.ckpt'}",
+        metrics={"test/acc": 0.8},
+        epochs=1,
+        curve=[{"test/acc": 0.8}],
+    )
+    runs = collect(tmp_path / "runs")[0]
+    warm = next(run for run in runs if run.fields["start"] == "warm")
+    assert warm.warm_from == tmp_path / "runs" / "runs_s020_seed1" / "baseline"
+    series = curve_series(runs, Methods().label)
+    assert list(series["LNL warm-started, σ²=0.02"]) == [3]
 
 
 def test_runs_of_different_lengths_are_different_curves_not_one_average(run_at, tmp_path):
