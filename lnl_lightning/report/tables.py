@@ -103,8 +103,7 @@ def published_comparison(rows: list[Row], methods: Methods) -> list[str]:
             series.items(), key=lambda item: (item[0].startswith("LNL"), item)
         ):
             cells = [
-                f"{by_x[x].mean('test/acc'):.4f} ± {by_x[x].std('test/acc'):.4f} "
-                f"({len(by_x[x].values['test/acc'])})"
+                f"{format_value(by_x[x], 'test/acc')} ({len(by_x[x].values['test/acc'])})"
                 if x in by_x
                 else "–"
                 for x in xs
