@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from lnl_lightning.config import CONFIG_MODULE
 from lnl_lightning.errors import ConfigError, DataError
@@ -51,6 +52,9 @@ def evaluate(cfg: DictConfig, command: CommandRecord | None = None) -> dict[str,
     saved = load_checkpoint(checkpoint, "ckpt_path")  # a clear error for a damaged file
     check_fits(saved, cfg.method, checkpoint, "ckpt_path", resume=False)
     check_devices(cfg.trainer)
+    if cfg.model.get("init_from"):  # a warm start's source: the checkpoint holds every weight
+        with open_dict(cfg):
+            cfg.model.init_from = None
     out_dir = Path(cfg.paths.output_dir)
     datamodule = build(cfg.data)
     pl.seed_everything(cfg.seed, workers=True)
@@ -121,6 +125,11 @@ def run_config(composed: DictConfig, overrides: list[str]) -> DictConfig:
             f"ckpt_path: the run's {recorded} is not a readable config ({err}); give the "
             f"experiment it trained with (experiment=...)"
         ) from err
+    trained_in = OmegaConf.select(cfg, "paths.output_dir")
+    if trained_in:  # the resolved folders (loggers, checkpoints) follow the evaluation's own
+        cfg = OmegaConf.create(
+            moved(OmegaConf.to_container(cfg), str(trained_in), str(composed.paths.output_dir))
+        )
     OmegaConf.set_struct(cfg, False)
     for key in (*EVAL_OWN, *keys):
         value = OmegaConf.select(composed, key, throw_on_missing=False)
@@ -136,6 +145,19 @@ def run_config(composed: DictConfig, overrides: list[str]) -> DictConfig:
         )
     log.info("Evaluating with the run's config, %s, and the command line's overrides", recorded)
     return cfg
+
+
+def moved(node: Any, old: str, new: str) -> Any:
+    """``node`` with every path below the folder ``old`` rewritten below ``new``: the recorded
+    config is resolved, so the run's logger, trainer and checkpoint folders are written out."""
+    if isinstance(node, dict):
+        return {key: moved(value, old, new) for key, value in node.items()}
+    if isinstance(node, list):
+        return [moved(value, old, new) for value in node]
+    root = old.rstrip("/")
+    if isinstance(node, str) and (node == root or node.startswith(root + "/")):
+        return new.rstrip("/") + node[len(root) :]
+    return node
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="eval")
