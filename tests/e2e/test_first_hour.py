@@ -186,24 +186,37 @@ def test_a_warm_started_checkpoint_evaluates_elsewhere_and_writes_only_its_own_f
     source) are gone. Evaluating its checkpoint needs neither, and writes nothing into the run."""
     trained_in = tmp_path / "trained"
     data = f"data.data_dir={mnist_dir}"
-    run_ok("experiment=colored_mnist_baseline", "debug=fast", data,
-           f"hydra.run.dir={trained_in / 'baseline'}", cwd=tmp_path)  # fmt: skip
-    run_ok("experiment=colored_mnist", "debug=fast", data,
-           f"model.init_from={trained_in / 'baseline' / 'checkpoints' / 'last.ckpt'}",
-           f"hydra.run.dir={trained_in / 'lnl'}", cwd=tmp_path)  # fmt: skip
+    run_ok(
+        "experiment=colored_mnist_baseline",
+        "debug=fast",
+        data,
+        f"hydra.run.dir={trained_in / 'baseline'}",
+        cwd=tmp_path,
+    )
+    run_ok(
+        "experiment=colored_mnist",
+        "debug=fast",
+        data,
+        f"model.init_from={trained_in / 'baseline' / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={trained_in / 'lnl'}",
+        cwd=tmp_path,
+    )
     clone = tmp_path / "clone"
     trained_in.rename(clone)  # every path the run recorded now points nowhere
     run = clone / "lnl"
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
     out = tmp_path / "eval"
-    run_ok(f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={out}",
-           cwd=tmp_path, module="lnl_lightning.eval")  # fmt: skip
+    run_ok(
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+        module="lnl_lightning.eval",
+    )
 
     trained = json.loads((run / "metrics.json").read_text())["metrics"]
-    assert (
-        json.loads((out / "metrics.json").read_text())["metrics"]["test/acc"] == trained["test/acc"]
-    )
+    evaluated = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert evaluated["test/acc"] == trained["test/acc"]
     assert (out / "group_acc_test.csv").is_file() and (out / "csv").is_dir()
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert not trained_in.exists()  # nothing recreated where the run was recorded
